@@ -1,0 +1,78 @@
+"""Commands: everything that can change the engine's state, as data.
+
+A command is what a gateway, a scenario or a clock feeds the engine. It is a
+msgspec Struct in a tagged union (tag field `type`), so a journal of commands
+is enough to replay a run. Prices are ticks, quantities lots, money atoms.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from exchange.enums import OrderType, SelfTradePrevention, Side, TimeInForce
+
+
+class Command(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
+    """Base of every command."""
+
+
+class PlaceOrder(Command, tag=True):
+    account: int
+    symbol: str
+    side: Side
+    qty: int
+    price: int = 0  # ticks; required for LIMIT, 0 for MARKET
+    order_type: OrderType = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.GTC
+    client_order_id: str = ""
+    reduce_only: bool = False
+    stp: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER
+
+
+class CancelOrder(Command, tag=True):
+    """Cancel one order, by engine order id or by the account's client order id."""
+
+    account: int
+    symbol: str
+    order_id: int = 0
+    client_order_id: str = ""
+
+
+class CancelAll(Command, tag=True):
+    """Cancel every open order of `account` on `symbol`."""
+
+    account: int
+    symbol: str
+
+
+class AmendOrder(Command, tag=True):
+    """Change a resting limit order's price and/or quantity (Binance `PUT /fapi/v1/order`).
+
+    Lowering the quantity at the same price keeps time priority; a price
+    change or a larger quantity loses it (the order goes to the back).
+    """
+
+    account: int
+    symbol: str
+    qty: int
+    price: int
+    order_id: int = 0
+    client_order_id: str = ""
+
+
+class SetMarkPrice(Command, tag=True):
+    """Set a symbol's mark price directly (until the market-data model computes it)."""
+
+    symbol: str
+    price: int
+
+
+class AdvanceClock(Command, tag=True):
+    """Move virtual time forward to `ts` (milliseconds); never backward."""
+
+    ts: int
+
+
+AnyCommand = Union[PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock]

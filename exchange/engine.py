@@ -1,0 +1,369 @@
+"""The deterministic engine core: a command goes in, a list of events comes out.
+
+Synchronous and free of I/O: it reads no wall clock and no global random
+generator, so the same commands always give the same events. Bad input is
+answered with an `OrderRejected` event; nothing is changed before a command
+has passed every check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from exchange.clock import Clock, VirtualClock
+from exchange.commands import (
+    AdvanceClock,
+    AmendOrder,
+    CancelAll,
+    CancelOrder,
+    Command,
+    PlaceOrder,
+    SetMarkPrice,
+)
+from exchange.enums import (
+    CancelReason,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+    Side,
+    TimeInForce,
+)
+from exchange.events import (
+    Event,
+    MarkPriceUpdated,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderRejected,
+    Trade,
+)
+from exchange.instrument import Instrument, default_instruments
+from exchange.market import Market
+from exchange.orders import Order
+from exchange.validation import check_amend, check_client_order_id, check_order
+
+_LIMIT = OrderType.LIMIT
+_MARKET = OrderType.MARKET
+_GTC = TimeInForce.GTC
+_GTX = TimeInForce.GTX
+_FOK = TimeInForce.FOK
+_BUY = Side.BUY
+_FILLED = OrderStatus.FILLED
+_PARTIAL = OrderStatus.PARTIALLY_FILLED
+_IOC_REMAINDER = CancelReason.IOC_REMAINDER
+_SELF_TRADE = CancelReason.SELF_TRADE
+
+
+class Engine:
+    """Matching for every configured symbol, with validation and events."""
+
+    def __init__(self, instruments: Iterable[Instrument] | None = None, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else VirtualClock()
+        self.markets: dict[str, Market] = {}
+        for ins in instruments if instruments is not None else default_instruments():
+            self.markets[ins.symbol] = Market(ins)
+        self.orders: dict[int, Order] = {}  # open orders by id, all symbols
+        self.client_orders: dict[tuple[int, str], Order] = {}  # (account, client order id) -> open order
+        self.seq = 0  # last global seq handed out
+        self.next_order_id = 1
+        self._handlers: dict[type, Callable[[Command, list[Event]], None]] = {
+            PlaceOrder: self._place,  # type: ignore[dict-item]
+            CancelOrder: self._cancel,  # type: ignore[dict-item]
+            CancelAll: self._cancel_all,  # type: ignore[dict-item]
+            AmendOrder: self._amend,  # type: ignore[dict-item]
+            SetMarkPrice: self._set_mark,  # type: ignore[dict-item]
+            AdvanceClock: self._advance_clock,  # type: ignore[dict-item]
+        }
+
+    # ------------------------------------------------------------------ API
+    def apply(self, cmd: Command) -> list[Event]:
+        """Apply one command; return the events it caused, in order."""
+        out: list[Event] = []
+        handler = self._handlers.get(type(cmd))
+        if handler is None:
+            self._reject(out, None, 0, type(cmd).__name__, RejectReason.MALFORMED)
+        else:
+            handler(cmd, out)
+        return out
+
+    def market(self, symbol: str) -> Market:
+        return self.markets[symbol]
+
+    # ------------------------------------------------------------ helpers
+    def _reject(
+        self, out: list[Event], m: Market | None, account: int, command: str, reason: RejectReason,
+        client_order_id: str = "", order_id: int = 0,
+    ) -> None:
+        self.seq += 1
+        if m is not None:
+            m.seq += 1
+            symbol, sseq = m.instrument.symbol, m.seq
+        else:
+            symbol, sseq = "", 0
+        out.append(OrderRejected(
+            self.seq, sseq, self.clock.now, symbol, account, command, reason,
+            client_order_id if type(client_order_id) is str else "", order_id,
+        ))
+
+    def _rest(self, m: Market, order: Order) -> None:
+        m.book.add(order)
+        self.orders[order.order_id] = order
+        by_acc = m.open_by_account.get(order.account)
+        if by_acc is None:
+            by_acc = m.open_by_account[order.account] = {}
+        by_acc[order.order_id] = order
+        if order.client_order_id:
+            self.client_orders[(order.account, order.client_order_id)] = order
+
+    def _unindex(self, m: Market, order: Order) -> None:
+        """Forget a no-longer-open order (it has already left the book)."""
+        del self.orders[order.order_id]
+        by_acc = m.open_by_account[order.account]
+        del by_acc[order.order_id]
+        if not by_acc:
+            del m.open_by_account[order.account]
+        if order.client_order_id:
+            del self.client_orders[(order.account, order.client_order_id)]
+
+    def _close_unfilled(self, out: list[Event], m: Market, order: Order, reason: CancelReason) -> None:
+        """Book `order`'s open quantity as cancelled/expired and publish it (the caller unbooks it)."""
+        qty = order.leaves
+        order.canceled += qty
+        order.leaves = 0
+        order.status = reason.status
+        self.seq += 1
+        m.seq += 1
+        out.append(OrderCanceled(
+            self.seq, m.seq, self.clock.now, m.instrument.symbol, order.order_id, order.account,
+            order.client_order_id, reason, order.status, qty, order.filled,
+        ))
+
+    def _find(self, m: Market, account: int, order_id: int, client_order_id: str) -> Order | None:
+        if order_id:
+            order = self.orders.get(order_id) if type(order_id) is int else None
+        elif client_order_id and type(client_order_id) is str:
+            order = self.client_orders.get((account, client_order_id))
+        else:
+            return None
+        if order is None or order.account != account or order.symbol != m.instrument.symbol:
+            return None
+        return order
+
+    # ------------------------------------------------------------ matching
+    def _take(self, out: list[Event], m: Market, taker: Order, limit: int | None) -> bool:
+        """Match `taker` against the book; publish trades and STP expiries. True if STP expired the taker."""
+        steps, stp_expired = m.book.match(taker, limit)
+        if not steps:
+            return stp_expired
+        symbol = m.instrument.symbol
+        ts = self.clock.now
+        side = taker.side
+        tid, tacc = taker.order_id, taker.account
+        filled = taker.filled
+        notional = taker.notional_filled
+        tleaves = taker.qty - filled - taker.canceled
+        seq = self.seq
+        sseq = m.seq
+        price = 0
+        for maker, qty in steps:
+            if qty:
+                price = maker.price
+                filled += qty
+                notional += qty * price
+                tleaves -= qty
+                seq += 1
+                sseq += 1
+                m.trade_seq += 1
+                out.append(Trade(
+                    seq, sseq, ts, symbol, m.trade_seq, price, qty, side, tid, tacc,
+                    maker.order_id, maker.account, tleaves, maker.leaves,
+                ))
+                if maker.leaves:
+                    maker.status = _PARTIAL
+                else:
+                    maker.status = _FILLED
+                    self._unindex(m, maker)
+            else:
+                self.seq, m.seq = seq, sseq
+                self._close_unfilled(out, m, maker, _SELF_TRADE)
+                seq, sseq = self.seq, m.seq
+                self._unindex(m, maker)
+        self.seq, m.seq = seq, sseq
+        if price:
+            m.last_price = price
+        taker.filled = filled
+        taker.notional_filled = notional
+        taker.status = _FILLED if not taker.leaves else _PARTIAL if filled else taker.status
+        return stp_expired
+
+    # ------------------------------------------------------------ commands
+    def _place(self, cmd: PlaceOrder, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "PlaceOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
+            return
+        book = m.book
+        try:
+            reason = check_order(m.instrument, cmd, m.mark_price, m.mark_price or m.last_price)
+            if reason is None:
+                reason = self._check_entry(m, cmd)
+        except Exception:  # a command with fields of the wrong types: reject, never crash
+            reason = RejectReason.MALFORMED
+        if reason is not None:
+            self._reject(out, m, cmd.account, "PlaceOrder", reason, cmd.client_order_id)
+            return
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        ts = self.clock.now
+        is_limit = cmd.order_type is _LIMIT
+        tif = cmd.tif if is_limit else TimeInForce.IOC
+        qty = cmd.qty
+        order = Order(
+            oid, cmd.account, m.instrument.symbol, cmd.side, cmd.order_type, tif, cmd.price, qty, qty,
+            0, 0, cmd.client_order_id, cmd.reduce_only, cmd.stp, OrderStatus.NEW, ts,
+        )
+        self.seq += 1
+        m.seq += 1
+        out.append(OrderAccepted(
+            self.seq, m.seq, ts, order.symbol, oid, order.account, order.client_order_id, order.side,
+            order.order_type, tif, order.price, qty, order.reduce_only, order.stp,
+        ))
+        stp_expired = False
+        if not is_limit:
+            stp_expired = self._take(out, m, order, None)
+        elif book.crosses(order.side, order.price):
+            stp_expired = self._take(out, m, order, order.price)
+        if order.leaves:
+            if stp_expired:
+                self._close_unfilled(out, m, order, _SELF_TRADE)
+            elif tif is _GTC or tif is _GTX:
+                self._rest(m, order)
+            else:
+                self._close_unfilled(out, m, order, _IOC_REMAINDER)
+
+    def _check_entry(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
+        """The rules that need the engine's state: duplicates, order count, GTX and FOK."""
+        if cmd.client_order_id and (cmd.account, cmd.client_order_id) in self.client_orders:
+            return RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        limit = m.instrument.max_open_orders
+        if limit and cmd.order_type is _LIMIT and len(m.open_by_account.get(cmd.account, ())) >= limit:
+            return RejectReason.MAX_OPEN_ORDERS
+        tif = cmd.tif
+        if cmd.order_type is _LIMIT:
+            if tif is _GTX and m.book.crosses(cmd.side, cmd.price):
+                return RejectReason.POST_ONLY_WOULD_TAKE
+            if tif is _FOK and m.book.fillable_qty(cmd.side, cmd.price, cmd.account, cmd.stp, cmd.qty) < cmd.qty:
+                return RejectReason.FOK_CANNOT_FILL
+        return None
+
+    def _cancel(self, cmd: CancelOrder, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "CancelOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
+            return
+        order = self._find(m, cmd.account, cmd.order_id, cmd.client_order_id)
+        if order is None:
+            self._reject(
+                out, m, cmd.account, "CancelOrder", RejectReason.UNKNOWN_ORDER, cmd.client_order_id,
+                cmd.order_id if type(cmd.order_id) is int else 0,
+            )
+            return
+        m.book.remove(order)
+        self._close_unfilled(out, m, order, CancelReason.USER)
+        self._unindex(m, order)
+
+    def _cancel_all(self, cmd: CancelAll, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "CancelAll", RejectReason.UNKNOWN_SYMBOL)
+            return
+        for order in list(m.open_by_account.get(cmd.account, {}).values()):
+            m.book.remove(order)
+            self._close_unfilled(out, m, order, CancelReason.USER)
+            self._unindex(m, order)
+
+    def _amend(self, cmd: AmendOrder, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "AmendOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
+            return
+        order = self._find(m, cmd.account, cmd.order_id, cmd.client_order_id)
+        reason: RejectReason | None
+        if order is None:
+            reason = RejectReason.UNKNOWN_ORDER
+        else:
+            try:
+                reason = check_amend(m.instrument, order.side, cmd, m.mark_price, order.reduce_only)
+            except Exception:
+                reason = RejectReason.MALFORMED
+            if reason is None:
+                if cmd.qty <= order.filled:
+                    reason = RejectReason.AMEND_QTY_BELOW_FILLED
+                elif cmd.qty == order.qty and cmd.price == order.price:
+                    reason = RejectReason.AMEND_NO_CHANGE
+                elif cmd.price != order.price and order.tif is _GTX and m.book.crosses(order.side, cmd.price):
+                    reason = RejectReason.POST_ONLY_WOULD_TAKE
+        if reason is not None:
+            self._reject(
+                out, m, cmd.account, "AmendOrder", reason, cmd.client_order_id,
+                order.order_id if order is not None else (cmd.order_id if type(cmd.order_id) is int else 0),
+            )
+            return
+        assert order is not None
+        book = m.book
+        keep = cmd.price == order.price and cmd.qty < order.qty
+        if keep:
+            book.reduce(order, order.qty - cmd.qty)
+            order.qty = cmd.qty
+            amended = order
+        else:
+            # Priority lost: the old object dies in place; a copy goes to the back of the new level.
+            book.remove(order)
+            self._unindex(m, order)
+            amended = Order(
+                order.order_id, order.account, order.symbol, order.side, order.order_type, order.tif,
+                cmd.price, cmd.qty, cmd.qty - order.filled, order.filled, order.canceled,
+                order.client_order_id, order.reduce_only, order.stp, order.status, self.clock.now,
+                order.notional_filled,
+            )
+            order.leaves = 0
+        self.seq += 1
+        m.seq += 1
+        out.append(OrderAmended(
+            self.seq, m.seq, self.clock.now, m.instrument.symbol, amended.order_id, amended.account,
+            amended.price, amended.qty, amended.leaves, keep,
+        ))
+        if keep:
+            return
+        stp_expired = False
+        if book.crosses(amended.side, amended.price):
+            stp_expired = self._take(out, m, amended, amended.price)
+        if amended.leaves:
+            if stp_expired:
+                self._close_unfilled(out, m, amended, _SELF_TRADE)
+            else:
+                self._rest(m, amended)
+
+    def _set_mark(self, cmd: SetMarkPrice, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, 0, "SetMarkPrice", RejectReason.UNKNOWN_SYMBOL)
+            return
+        if type(cmd.price) is not int or cmd.price <= 0:
+            self._reject(out, m, 0, "SetMarkPrice", RejectReason.PRICE_REQUIRED)
+            return
+        m.mark_price = cmd.price
+        self.seq += 1
+        m.seq += 1
+        out.append(MarkPriceUpdated(self.seq, m.seq, self.clock.now, m.instrument.symbol, cmd.price))
+
+    def _advance_clock(self, cmd: AdvanceClock, out: list[Event]) -> None:
+        clock = self.clock
+        if type(cmd.ts) is not int or cmd.ts < clock.now or not isinstance(clock, VirtualClock):
+            self._reject(out, None, 0, "AdvanceClock", RejectReason.MALFORMED)
+            return
+        clock.advance_to(cmd.ts)
+
+
+def client_order_id_valid(client_order_id: str) -> bool:
+    return check_client_order_id(client_order_id) is None

@@ -1,0 +1,137 @@
+"""Enumerations shared by commands, events and the book.
+
+Values are the Binance USDⓈ-M spellings, so that an event encodes to the
+same words a bot sees on the real venue's REST and WebSocket APIs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(StrEnum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(StrEnum):
+    GTC = "GTC"  # good till cancelled: the remainder rests
+    IOC = "IOC"  # immediate or cancel: the remainder expires
+    FOK = "FOK"  # fill or kill: all at once or nothing
+    GTX = "GTX"  # post only: rejected if any part would take
+
+
+class SelfTradePrevention(StrEnum):
+    """What happens when an order would trade with one of its own account's."""
+
+    EXPIRE_TAKER = "EXPIRE_TAKER"
+    EXPIRE_MAKER = "EXPIRE_MAKER"
+    EXPIRE_BOTH = "EXPIRE_BOTH"
+    NONE = "NONE"
+
+
+class OrderStatus(StrEnum):
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"  # removed by self-trade prevention
+
+
+class CancelReason(StrEnum):
+    """Why an order left the book (or never rested) with quantity unfilled."""
+
+    USER = "USER"  # cancel or cancel-all command
+    IOC_REMAINDER = "IOC_REMAINDER"  # IOC or MARKET found no more liquidity
+    SELF_TRADE = "SELF_TRADE"  # self-trade prevention expired it
+
+    @property
+    def status(self) -> OrderStatus:
+        return _CANCEL_STATUS[self]
+
+
+_CANCEL_STATUS = {
+    CancelReason.USER: OrderStatus.CANCELED,
+    CancelReason.IOC_REMAINDER: OrderStatus.EXPIRED,
+    CancelReason.SELF_TRADE: OrderStatus.EXPIRED_IN_MATCH,
+}
+
+
+class RejectReason(StrEnum):
+    """Every reason the engine refuses a command; one to one with a Binance code."""
+
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    INVALID_ORDER_TYPE = "INVALID_ORDER_TYPE"
+    INVALID_SIDE = "INVALID_SIDE"
+    INVALID_TIME_IN_FORCE = "INVALID_TIME_IN_FORCE"
+    PRICE_REQUIRED = "PRICE_REQUIRED"
+    PRICE_NOT_ALLOWED = "PRICE_NOT_ALLOWED"
+    PRICE_OFF_TICK = "PRICE_OFF_TICK"
+    PRICE_BELOW_MIN = "PRICE_BELOW_MIN"
+    PRICE_ABOVE_MAX = "PRICE_ABOVE_MAX"
+    PRICE_ABOVE_BAND = "PRICE_ABOVE_BAND"
+    PRICE_BELOW_BAND = "PRICE_BELOW_BAND"
+    BAD_PRECISION = "BAD_PRECISION"
+    QTY_NOT_POSITIVE = "QTY_NOT_POSITIVE"
+    QTY_OFF_STEP = "QTY_OFF_STEP"
+    QTY_BELOW_MIN = "QTY_BELOW_MIN"
+    QTY_ABOVE_MAX = "QTY_ABOVE_MAX"
+    MIN_NOTIONAL = "MIN_NOTIONAL"
+    INVALID_CLIENT_ORDER_ID = "INVALID_CLIENT_ORDER_ID"
+    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
+    FOK_CANNOT_FILL = "FOK_CANNOT_FILL"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    AMEND_NOT_ALLOWED = "AMEND_NOT_ALLOWED"
+    AMEND_QTY_BELOW_FILLED = "AMEND_QTY_BELOW_FILLED"
+    AMEND_NO_CHANGE = "AMEND_NO_CHANGE"
+    MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    MALFORMED = "MALFORMED"
+
+    @property
+    def binance_code(self) -> int:
+        """The Binance USDⓈ-M error code (binance-api.md §4.4) for this reason."""
+        return BINANCE_CODES[self]
+
+
+BINANCE_CODES: dict[RejectReason, int] = {
+    RejectReason.UNKNOWN_SYMBOL: -1121,
+    RejectReason.INVALID_ORDER_TYPE: -1116,
+    RejectReason.INVALID_SIDE: -1117,
+    RejectReason.INVALID_TIME_IN_FORCE: -1115,
+    RejectReason.PRICE_REQUIRED: -1102,
+    RejectReason.PRICE_NOT_ALLOWED: -1106,
+    RejectReason.PRICE_OFF_TICK: -4014,
+    RejectReason.PRICE_BELOW_MIN: -4013,
+    RejectReason.PRICE_ABOVE_MAX: -4002,
+    RejectReason.PRICE_ABOVE_BAND: -4016,
+    RejectReason.PRICE_BELOW_BAND: -4024,
+    RejectReason.BAD_PRECISION: -1111,
+    RejectReason.QTY_NOT_POSITIVE: -4003,
+    RejectReason.QTY_OFF_STEP: -4023,
+    RejectReason.QTY_BELOW_MIN: -4004,
+    RejectReason.QTY_ABOVE_MAX: -4005,
+    RejectReason.MIN_NOTIONAL: -4164,
+    RejectReason.INVALID_CLIENT_ORDER_ID: -4015,
+    RejectReason.DUPLICATE_CLIENT_ORDER_ID: -4116,
+    RejectReason.POST_ONLY_WOULD_TAKE: -5022,
+    RejectReason.FOK_CANNOT_FILL: -5021,
+    RejectReason.UNKNOWN_ORDER: -2011,
+    RejectReason.AMEND_NOT_ALLOWED: -2010,  # generic NEW_ORDER_REJECTED
+    RejectReason.AMEND_QTY_BELOW_FILLED: -2010,  # generic NEW_ORDER_REJECTED
+    RejectReason.AMEND_NO_CHANGE: -5027,
+    RejectReason.MAX_OPEN_ORDERS: -2025,
+    RejectReason.UNKNOWN_ACCOUNT: -2015,
+    RejectReason.MALFORMED: -1102,
+}

@@ -1,0 +1,125 @@
+"""Events: every state change the engine makes, as data.
+
+Events are the product: MQTT, the journal, the WebSocket streams and the tests
+all read them and nothing else. Each carries `seq` (global, consecutive over
+the engine's life), `symbol_seq` (consecutive per symbol; 0 for events of no
+symbol) and `ts` (virtual milliseconds). Prices are ticks, quantities lots,
+money atoms. The tag field `type` names the event.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from exchange.enums import (
+    CancelReason,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+
+#: Version of the event schema; bumped on any incompatible change.
+SCHEMA_VERSION = 1
+
+
+class Event(msgspec.Struct, tag_field="type", gc=False):
+    seq: int
+    symbol_seq: int
+    ts: int
+
+
+class OrderAccepted(Event, tag=True):
+    """An order passed validation; trades (if it takes) and its rest or expiry follow."""
+
+    symbol: str
+    order_id: int
+    account: int
+    client_order_id: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    reduce_only: bool
+    stp: SelfTradePrevention
+
+
+class OrderRejected(Event, tag=True):
+    """A command refused; nothing changed. `order_id` is set when it named an existing order."""
+
+    symbol: str
+    account: int
+    command: str
+    reason: RejectReason
+    client_order_id: str = ""
+    order_id: int = 0
+
+
+class Trade(Event, tag=True):
+    """One fill between a taker and a maker, at the maker's price.
+
+    `taker_leaves`/`maker_leaves` are what each order has left open after
+    this fill: 0 for the maker means it is FILLED.
+    """
+
+    symbol: str
+    trade_id: int
+    price: int
+    qty: int
+    taker_side: Side
+    taker_order_id: int
+    taker_account: int
+    maker_order_id: int
+    maker_account: int
+    taker_leaves: int
+    maker_leaves: int
+
+
+class OrderCanceled(Event, tag=True):
+    """An order's open quantity left the book (or never rested): cancelled or expired."""
+
+    symbol: str
+    order_id: int
+    account: int
+    client_order_id: str
+    reason: CancelReason
+    status: OrderStatus
+    canceled_qty: int
+    filled_qty: int
+
+
+class OrderAmended(Event, tag=True):
+    """A resting order's price or quantity changed; trades follow if it now crosses."""
+
+    symbol: str
+    order_id: int
+    account: int
+    price: int
+    qty: int
+    leaves: int
+    priority_kept: bool
+
+
+class MarkPriceUpdated(Event, tag=True):
+    symbol: str
+    mark_price: int
+
+
+AnyEvent = Union[OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated]
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(list[AnyEvent])
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """JSON bytes of a list of events (the byte-exact form the determinism tests compare)."""
+    return _json_encoder.encode(events)
+
+
+def decode_events(data: bytes) -> list[AnyEvent]:
+    return _json_decoder.decode(data)

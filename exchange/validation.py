@@ -1,0 +1,102 @@
+"""The order-entry rules (Binance's filters), as one function from an order to a reject reason.
+
+Pure: it reads the instrument, the command and the reference prices, and
+returns the first rule broken, or None. The engine calls it before it changes
+anything, so a rejected command leaves no trace but its reject event.
+"""
+
+from __future__ import annotations
+
+import re
+
+from exchange.commands import AmendOrder, PlaceOrder
+from exchange.enums import OrderType, RejectReason, Side, TimeInForce
+from exchange.instrument import BAND_DEN, Instrument
+
+_CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
+_LIMIT = OrderType.LIMIT
+_MARKET = OrderType.MARKET
+_BUY = Side.BUY
+_SELL = Side.SELL
+_TIFS = frozenset(TimeInForce)
+
+
+def check_client_order_id(client_order_id: str) -> RejectReason | None:
+    """Binance's newClientOrderId rule: 1-36 of `.A-Z:/a-z0-9_-` (empty: none given)."""
+    if client_order_id and (type(client_order_id) is not str or not _CLIENT_ID.fullmatch(client_order_id)):
+        return RejectReason.INVALID_CLIENT_ORDER_ID
+    return None
+
+
+def check_limit_price(ins: Instrument, side: Side, price: int, mark: int) -> RejectReason | None:
+    """PRICE_FILTER bounds and the PERCENT_PRICE band around the mark (skipped while no mark is known)."""
+    if type(price) is not int:
+        return RejectReason.MALFORMED
+    if price <= 0:
+        return RejectReason.PRICE_REQUIRED
+    if price < ins.min_price_ticks:
+        return RejectReason.PRICE_BELOW_MIN
+    if price > ins.max_price_ticks:
+        return RejectReason.PRICE_ABOVE_MAX
+    if mark:
+        # buy: price ≤ mark × (1 + up); sell: price ≥ mark × (1 − down); exact in integers
+        if side is _BUY and price * BAND_DEN > mark * (BAND_DEN + ins.band_up_num):
+            return RejectReason.PRICE_ABOVE_BAND
+        if side is _SELL and price * BAND_DEN < mark * (BAND_DEN - ins.band_down_num):
+            return RejectReason.PRICE_BELOW_BAND
+    return None
+
+
+def check_qty(ins: Instrument, qty: int, max_lots: int) -> RejectReason | None:
+    """LOT_SIZE / MARKET_LOT_SIZE bounds."""
+    if type(qty) is not int:
+        return RejectReason.MALFORMED
+    if qty <= 0:
+        return RejectReason.QTY_NOT_POSITIVE
+    if qty < ins.min_qty_lots:
+        return RejectReason.QTY_BELOW_MIN
+    if qty > max_lots:
+        return RejectReason.QTY_ABOVE_MAX
+    return None
+
+
+def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> RejectReason | None:
+    """The first order-entry rule `cmd` breaks, or None.
+
+    `mark` is the mark price (0: unknown); `reference` values a market order
+    for MIN_NOTIONAL: the mark, else the last trade, else 0 (no check).
+    """
+    side = cmd.side
+    if side is not _BUY and side is not _SELL:
+        return RejectReason.INVALID_SIDE
+    otype = cmd.order_type
+    if otype is _LIMIT:
+        if cmd.tif not in _TIFS:
+            return RejectReason.INVALID_TIME_IN_FORCE
+        reason = check_qty(ins, cmd.qty, ins.max_qty_lots) or check_limit_price(ins, side, cmd.price, mark)
+        price = cmd.price
+    elif otype is _MARKET:
+        if cmd.price:
+            return RejectReason.PRICE_NOT_ALLOWED
+        reason = check_qty(ins, cmd.qty, ins.max_market_qty_lots)
+        price = reference
+    else:
+        return RejectReason.INVALID_ORDER_TYPE
+    if reason is not None:
+        return reason
+    # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only
+    if price and not cmd.reduce_only and price * cmd.qty * ins.atoms_per_tick_lot < ins.min_notional_atoms:
+        return RejectReason.MIN_NOTIONAL
+    if cmd.client_order_id:
+        return check_client_order_id(cmd.client_order_id)
+    return None
+
+
+def check_amend(ins: Instrument, side: Side, cmd: AmendOrder, mark: int, reduce_only: bool) -> RejectReason | None:
+    """The rules a new price and quantity must meet, as for a new limit order."""
+    reason = check_qty(ins, cmd.qty, ins.max_qty_lots) or check_limit_price(ins, side, cmd.price, mark)
+    if reason is not None:
+        return reason
+    if not reduce_only and cmd.price * cmd.qty * ins.atoms_per_tick_lot < ins.min_notional_atoms:
+        return RejectReason.MIN_NOTIONAL
+    return None
