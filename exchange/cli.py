@@ -1,9 +1,16 @@
-"""The `exchange` command line."""
+"""The `exchange` command line: one module per subcommand, each with `register(subparsers)`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from exchange import cli_demo
+
+#: Subcommand modules, in the order `--help` lists them. Each has
+#: `register(subparsers)` that adds its parser with `set_defaults(func=...)`,
+#: `func(args) -> int` being the exit status.
+SUBCOMMANDS = [cli_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,20 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exchange",
         description="A perpetual-futures exchange emulator (Binance USDⓈ-M model).",
         epilog="Example: exchange demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="place a few orders and print the trades and the book",
-                   description="Place a few orders on BTCUSDT and print every event, then the book.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from exchange.demo import run_demo
-
-        return run_demo()
-    return 2
+    return int(args.func(args))
 
 
 if __name__ == "__main__":
