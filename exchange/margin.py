@@ -138,3 +138,37 @@ def lp_ticks_toward_mark(lp: Fraction | None, long: bool) -> int | None:
     if long:
         return -((-lp.numerator) // lp.denominator)
     return lp.numerator // lp.denominator
+
+
+def isolated_reduce(isolated_margin: int, qty: int, closed: int, realized_pnl: int) -> tuple[int, int, int]:
+    """Close `closed` of `qty` (both > 0) of an isolated position: (margin left, to the wallet, shortfall).
+
+    The isolated margin shrinks in proportion to the quantity closed (rounded
+    up: what stays with the position is owed to it), and the wallet receives
+    the released margin plus the realised PnL. A loss larger than the released
+    margin is taken from the margin that stays, never from the wallet, so the
+    position's loss is bounded by its margin and the liquidation price of the
+    rest does not move (but for the bracket). A loss beyond the whole margin
+    is the `shortfall`, for the insurance fund: nobody owes money.
+    """
+    left = ceil_div(isolated_margin * (qty - closed), qty) if closed < qty else 0
+    to_wallet = isolated_margin - left + realized_pnl
+    if to_wallet >= 0:
+        return left, to_wallet, 0
+    left += to_wallet
+    if left >= 0:
+        return left, 0, 0
+    return 0, 0, -left
+
+
+def realized_on_close(qty: int, cost: int, closed: int, price: int, k: int) -> tuple[int, int]:
+    """Close `closed` lots (> 0, ≤ |qty|) of a position at `price`: (realised PnL, cost removed).
+
+    The cost basis leaves in proportion (rounded toward zero, so the entry
+    price of what stays moves by less than an atom per lot); the PnL is the
+    exit notional minus exactly the cost removed, so no atom is created.
+    """
+    sign = 1 if qty > 0 else -1
+    removed = cost if closed == abs(qty) else sign * (abs(cost) * closed // abs(qty))
+    exit_value = sign * closed * price * k
+    return exit_value - removed, removed
