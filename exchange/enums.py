@@ -54,6 +54,7 @@ class CancelReason(StrEnum):
     USER = "USER"  # cancel or cancel-all command
     IOC_REMAINDER = "IOC_REMAINDER"  # IOC or MARKET found no more liquidity
     SELF_TRADE = "SELF_TRADE"  # self-trade prevention expired it
+    REDUCE_ONLY = "REDUCE_ONLY"  # a reduce-only order that could no longer only reduce
 
     @property
     def status(self) -> OrderStatus:
@@ -64,6 +65,7 @@ _CANCEL_STATUS = {
     CancelReason.USER: OrderStatus.CANCELED,
     CancelReason.IOC_REMAINDER: OrderStatus.EXPIRED,
     CancelReason.SELF_TRADE: OrderStatus.EXPIRED_IN_MATCH,
+    CancelReason.REDUCE_ONLY: OrderStatus.EXPIRED,
 }
 
 
@@ -98,6 +100,23 @@ class RejectReason(StrEnum):
     MAX_OPEN_ORDERS = "MAX_OPEN_ORDERS"
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
     MALFORMED = "MALFORMED"
+    MARGIN_INSUFFICIENT = "MARGIN_INSUFFICIENT"
+    REDUCE_ONLY_REJECTED = "REDUCE_ONLY_REJECTED"
+    POSITION_SIDE_MISMATCH = "POSITION_SIDE_MISMATCH"
+    MAX_POSITION_EXCEEDED = "MAX_POSITION_EXCEEDED"
+    INVALID_LEVERAGE = "INVALID_LEVERAGE"
+    LEVERAGE_TOO_HIGH_FOR_POSITION = "LEVERAGE_TOO_HIGH_FOR_POSITION"
+    MARGIN_MODE_UNCHANGED = "MARGIN_MODE_UNCHANGED"
+    MARGIN_MODE_OPEN_ORDERS = "MARGIN_MODE_OPEN_ORDERS"
+    MARGIN_MODE_HAS_POSITION = "MARGIN_MODE_HAS_POSITION"
+    POSITION_MODE_UNCHANGED = "POSITION_MODE_UNCHANGED"
+    POSITION_MODE_HAS_POSITION = "POSITION_MODE_HAS_POSITION"
+    NOT_ISOLATED = "NOT_ISOLATED"
+    NO_POSITION = "NO_POSITION"
+    BALANCE_INSUFFICIENT = "BALANCE_INSUFFICIENT"
+    ISOLATED_BALANCE_INSUFFICIENT = "ISOLATED_BALANCE_INSUFFICIENT"
+    AMOUNT_NOT_POSITIVE = "AMOUNT_NOT_POSITIVE"
+    UNKNOWN_ASSET = "UNKNOWN_ASSET"
 
     @property
     def binance_code(self) -> int:
@@ -134,4 +153,68 @@ BINANCE_CODES: dict[RejectReason, int] = {
     RejectReason.MAX_OPEN_ORDERS: -2025,
     RejectReason.UNKNOWN_ACCOUNT: -2015,
     RejectReason.MALFORMED: -1102,
+    RejectReason.MARGIN_INSUFFICIENT: -2019,
+    RejectReason.REDUCE_ONLY_REJECTED: -2022,
+    RejectReason.POSITION_SIDE_MISMATCH: -4061,
+    RejectReason.MAX_POSITION_EXCEEDED: -2027,
+    RejectReason.INVALID_LEVERAGE: -4028,
+    RejectReason.LEVERAGE_TOO_HIGH_FOR_POSITION: -2027,
+    RejectReason.MARGIN_MODE_UNCHANGED: -4046,
+    RejectReason.MARGIN_MODE_OPEN_ORDERS: -4047,
+    RejectReason.MARGIN_MODE_HAS_POSITION: -4048,
+    RejectReason.POSITION_MODE_UNCHANGED: -4059,
+    RejectReason.POSITION_MODE_HAS_POSITION: -4068,
+    RejectReason.NOT_ISOLATED: -4049,
+    RejectReason.NO_POSITION: -4054,
+    RejectReason.BALANCE_INSUFFICIENT: -4050,
+    RejectReason.ISOLATED_BALANCE_INSUFFICIENT: -4051,
+    RejectReason.AMOUNT_NOT_POSITIVE: -4003,
+    RejectReason.UNKNOWN_ASSET: -4040,
 }
+
+
+class PositionSide(StrEnum):
+    """Binance's positionSide: BOTH in one-way mode, LONG or SHORT in hedge mode."""
+
+    BOTH = "BOTH"
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+
+class PositionMode(StrEnum):
+    ONE_WAY = "ONE_WAY"
+    HEDGE = "HEDGE"
+
+
+class MarginMode(StrEnum):
+    CROSS = "CROSS"
+    ISOLATED = "ISOLATED"
+
+
+class WalletKind(StrEnum):
+    FUTURES = "FUTURES"  # the futures (margin) wallet of a settlement asset
+    SPOT = "SPOT"  # the spot/funding wallet: deposits and withdrawals go through it
+
+
+class BalanceReason(StrEnum):
+    """Why a wallet balance changed (Binance ACCOUNT_UPDATE `m`, extended)."""
+
+    DEPOSIT = "DEPOSIT"
+    WITHDRAW = "WITHDRAW"
+    TRANSFER = "TRANSFER"
+    MARGIN_TRANSFER = "MARGIN_TRANSFER"  # isolated margin added or removed by hand
+    AUTO_MARGIN_ADD = "AUTO_MARGIN_ADD"
+    FUNDING_FEE = "FUNDING_FEE"
+
+
+class PositionReason(StrEnum):
+    """Why a position event was published."""
+
+    TRADE = "TRADE"
+    MARGIN_TRANSFER = "MARGIN_TRANSFER"
+    AUTO_MARGIN_ADD = "AUTO_MARGIN_ADD"
+    LEVERAGE = "LEVERAGE"
+    RISK = "RISK"  # a cross position's liquidation price moved because the account changed elsewhere
+    FUNDING_FEE = "FUNDING_FEE"
+    LIQUIDATION = "LIQUIDATION"
+    ADL = "ADL"

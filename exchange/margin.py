@@ -52,8 +52,11 @@ def maintenance_margin(qty: int, cost: int, mark: int, k: int, table: BracketTab
 
 
 def _solve(legs: Sequence[Leg], brackets: Sequence[Bracket | None], wb: int, tmm: int, upnl: int, k: int,
-           base: MaintenanceBase) -> Fraction | None:
-    """LP for given brackets (None: MMR = cum = 0, i.e. the bankruptcy price)."""
+           base: MaintenanceBase) -> tuple[int, int]:
+    """LP as (numerator, denominator > 0) in ticks for given brackets (None: MMR = cum = 0: bankruptcy).
+
+    A denominator of 0 means no price solves it (a fully hedged cross symbol).
+    """
     num = (wb - tmm + upnl) * PPM
     den = 0
     for leg, b in zip(legs, brackets, strict=True):
@@ -68,9 +71,34 @@ def _solve(legs: Sequence[Leg], brackets: Sequence[Bracket | None], wb: int, tmm
         else:
             # MM charged on the entry notional: a constant, moved to the numerator
             num -= ceil_div(abs(leg.cost) * b.mmr, PPM) * PPM - b.cum * PPM
-    if den == 0:
-        return None
-    return Fraction(num, den)
+    if den < 0:
+        num, den = -num, -den
+    return num, den
+
+
+def _liquidation_ratio(
+    legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int, base: MaintenanceBase, mark: int | None,
+) -> tuple[int, int]:
+    """(num, den) of the LP with consistent brackets; den == 0 or num <= 0: no liquidation price."""
+    legs = [leg for leg in legs if leg.qty]
+    if not legs:
+        return 0, 0
+    if base is MaintenanceBase.ENTRY_NOTIONAL:
+        brackets = [leg.table.for_notional(abs(leg.cost)) for leg in legs]
+        return _solve(legs, brackets, wb, tmm_other, upnl_other, k, base)
+    brackets = [leg.table.for_notional(abs(leg.qty) * mark * k if mark else abs(leg.cost)) for leg in legs]
+    seen: set[tuple[int, ...]] = set()
+    while True:
+        num, den = _solve(legs, brackets, wb, tmm_other, upnl_other, k, base)
+        if den == 0 or num <= 0:
+            return num, den
+        # each leg's bracket at its notional at the LP: |q| × k × num / den, floored
+        nxt = [leg.table.for_notional(abs(leg.qty) * k * num // den) for leg in legs]
+        key = tuple(b.number for b in nxt)
+        if nxt == brackets or key in seen:
+            return num, den
+        seen.add(key)
+        brackets = nxt
 
 
 def liquidation_price(
@@ -86,58 +114,49 @@ def liquidation_price(
     "substitute … the maintenance margin rate and amount at the liquidation
     price"), found by iterating from the bracket at `mark` (or at entry).
     """
-    legs = [leg for leg in legs if leg.qty]
-    if not legs:
-        return None
-    if base is MaintenanceBase.ENTRY_NOTIONAL:
-        brackets = [leg.table.for_notional(abs(leg.cost)) for leg in legs]
-        return _positive(_solve(legs, brackets, wb, tmm_other, upnl_other, k, base))
-    brackets = [
-        leg.table.for_notional(abs(leg.qty) * mark * k if mark else abs(leg.cost)) for leg in legs
-    ]
-    seen: set[tuple[int, ...]] = set()
-    lp: Fraction | None = None
-    while True:
-        lp = _solve(legs, brackets, wb, tmm_other, upnl_other, k, base)
-        if lp is None or lp <= 0:
-            return None
-        nxt = [leg.table.for_notional(_floor(abs(leg.qty) * lp * k)) for leg in legs]
-        key = tuple(b.number for b in nxt)
-        if nxt == brackets or key in seen:
-            return lp
-        seen.add(key)
-        brackets = nxt
+    num, den = _liquidation_ratio(legs, wb, tmm_other, upnl_other, k, base, mark)
+    return Fraction(num, den) if den and num > 0 else None
 
 
-def bankruptcy_price(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int) -> Fraction | None:
-    """The mark price at which the margin balance is 0: the LP formula with MMR = 0 and cum = 0.
+def liquidation_ticks(
+    legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int, base: MaintenanceBase,
+    mark: int | None, long: bool,
+) -> int:
+    """The LP on the tick grid, rounded toward the mark (a check comes early, never late); 0: none.
+
+    A long is at risk when the mark falls to its LP, so its LP rounds up; a short's rounds down.
+    """
+    num, den = _liquidation_ratio(legs, wb, tmm_other, upnl_other, k, base, mark)
+    if not den or num <= 0:
+        return 0
+    return -((-num) // den) if long else num // den
+
+
+def bankruptcy_ratio(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int) -> tuple[int, int]:
+    """(num, den) of the price at which the margin balance is 0: the LP formula with MMR = 0 and cum = 0.
 
     Note: no cum in the numerator (one Binance-clone engine adds it; mechanics.md §3.1 says do not).
     """
     legs = [leg for leg in legs if leg.qty]
     if not legs:
-        return None
-    return _positive(_solve(legs, [None] * len(legs), wb, tmm_other, upnl_other, k, MaintenanceBase.MARK_NOTIONAL))
+        return 0, 0
+    return _solve(legs, [None] * len(legs), wb, tmm_other, upnl_other, k, MaintenanceBase.MARK_NOTIONAL)
 
 
-def _positive(x: Fraction | None) -> Fraction | None:
-    return x if x is not None and x > 0 else None
+def bankruptcy_price(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int) -> Fraction | None:
+    num, den = bankruptcy_ratio(legs, wb, tmm_other, upnl_other, k)
+    return Fraction(num, den) if den and num > 0 else None
 
 
-def _floor(x: Fraction) -> int:
-    return x.numerator // x.denominator
+def bankruptcy_ticks(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int, long: bool) -> int:
+    """The BP on the tick grid, rounded against the position (a long's up, a short's down); 0: none.
 
-
-def lp_ticks_toward_mark(lp: Fraction | None, long: bool) -> int | None:
-    """The LP on the tick grid for the risk index, rounded toward the mark so a check is early, never late.
-
-    A long is at risk when the mark falls to its LP: round the LP up. A short: round down.
+    A liquidation order at this price can then lose no more than the margin.
     """
-    if lp is None:
-        return None
-    if long:
-        return -((-lp.numerator) // lp.denominator)
-    return lp.numerator // lp.denominator
+    num, den = bankruptcy_ratio(legs, wb, tmm_other, upnl_other, k)
+    if not den or num <= 0:
+        return 0
+    return -((-num) // den) if long else num // den
 
 
 def isolated_reduce(isolated_margin: int, qty: int, closed: int, realized_pnl: int) -> tuple[int, int, int]:
