@@ -15,21 +15,20 @@ DEFAULT_LEVERAGE = 20
 
 
 class SymbolSettings:
-    """An account's leverage, margin mode and auto-margin switch for one symbol."""
+    """An account's leverage and margin mode for one symbol."""
 
-    __slots__ = ("auto_add", "leverage", "margin_mode")
+    __slots__ = ("leverage", "margin_mode")
 
     def __init__(self, leverage: int = DEFAULT_LEVERAGE, margin_mode: MarginMode = MarginMode.CROSS) -> None:
         self.leverage = leverage
         self.margin_mode = margin_mode
-        self.auto_add = False
 
 
 class Position:
     """One position: one-way (BOTH) or one leg of a hedge (LONG/SHORT)."""
 
     __slots__ = (
-        "account", "bankruptcy_ticks", "cost", "isolated_margin", "liq_ticks", "position_side", "qty",
+        "account", "auto_add", "bankruptcy_ticks", "cost", "isolated_margin", "liq_ticks", "position_side", "qty",
         "realized_pnl", "settings", "symbol",
     )
 
@@ -44,6 +43,7 @@ class Position:
         self.realized_pnl = 0  # cumulative, atoms
         self.liq_ticks = 0  # liquidation price on the tick grid, rounded toward the mark; 0: none
         self.bankruptcy_ticks = 0
+        self.auto_add = False  # auto margin addition (isolated only)
 
     @property
     def isolated(self) -> bool:

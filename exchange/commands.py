@@ -11,7 +11,16 @@ from typing import Union
 
 import msgspec
 
-from exchange.enums import OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.enums import (
+    MarginMode,
+    OrderType,
+    PositionMode,
+    PositionSide,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    WalletKind,
+)
 
 
 class Command(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
@@ -29,6 +38,7 @@ class PlaceOrder(Command, tag=True):
     client_order_id: str = ""
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER
+    position_side: PositionSide = PositionSide.BOTH  # LONG or SHORT in hedge mode
 
 
 class CancelOrder(Command, tag=True):
@@ -75,4 +85,81 @@ class AdvanceClock(Command, tag=True):
     ts: int
 
 
-AnyCommand = Union[PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock]
+class Deposit(Command, tag=True):
+    """Money from outside into an account's wallet (the account is created on its first deposit)."""
+
+    account: int
+    asset: str
+    amount: int  # atoms
+    wallet: WalletKind = WalletKind.FUTURES
+
+
+class Withdraw(Command, tag=True):
+    """Money out of the exchange, from the futures wallet up to the free margin, or from spot."""
+
+    account: int
+    asset: str
+    amount: int
+    wallet: WalletKind = WalletKind.FUTURES
+
+
+class Transfer(Command, tag=True):
+    """Move money between an account's spot and futures wallets."""
+
+    account: int
+    asset: str
+    amount: int
+    from_wallet: WalletKind
+    to_wallet: WalletKind
+
+
+class SetLeverage(Command, tag=True):
+    account: int
+    symbol: str
+    leverage: int
+
+
+class SetMarginMode(Command, tag=True):
+    account: int
+    symbol: str
+    margin_mode: MarginMode
+
+
+class SetPositionMode(Command, tag=True):
+    """One-way or hedge; only while the account holds no position and no open order."""
+
+    account: int
+    position_mode: PositionMode
+
+
+class AdjustIsolatedMargin(Command, tag=True):
+    """Add (amount > 0) or remove (amount < 0) isolated margin by hand."""
+
+    account: int
+    symbol: str
+    amount: int
+    position_side: PositionSide = PositionSide.BOTH
+
+
+class SetAutoMarginAddition(Command, tag=True):
+    """Switch auto margin addition on or off for one isolated position."""
+
+    account: int
+    symbol: str
+    enabled: bool
+    position_side: PositionSide = PositionSide.BOTH
+
+
+class SetFeeTier(Command, tag=True):
+    """An account's maker and taker fee rates, in ppm of the notional (0.02% = 200)."""
+
+    account: int
+    maker_fee_ppm: int
+    taker_fee_ppm: int
+
+
+AnyCommand = Union[
+    PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock,
+    Deposit, Withdraw, Transfer, SetLeverage, SetMarginMode, SetPositionMode, AdjustIsolatedMargin,
+    SetAutoMarginAddition, SetFeeTier,
+]

@@ -10,20 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from exchange.clearing import Clearing
 from exchange.clock import Clock, VirtualClock
 from exchange.commands import (
+    AdjustIsolatedMargin,
     AdvanceClock,
     AmendOrder,
     CancelAll,
     CancelOrder,
     Command,
+    Deposit,
     PlaceOrder,
+    SetAutoMarginAddition,
+    SetFeeTier,
+    SetLeverage,
+    SetMarginMode,
     SetMarkPrice,
+    SetPositionMode,
+    Transfer,
+    Withdraw,
 )
 from exchange.enums import (
     CancelReason,
     OrderStatus,
     OrderType,
+    PositionSide,
     RejectReason,
     Side,
     TimeInForce,
@@ -52,12 +63,22 @@ _FILLED = OrderStatus.FILLED
 _PARTIAL = OrderStatus.PARTIALLY_FILLED
 _IOC_REMAINDER = CancelReason.IOC_REMAINDER
 _SELF_TRADE = CancelReason.SELF_TRADE
+_BOTH = PositionSide.BOTH
+_LONG = PositionSide.LONG
 
 
 class Engine:
-    """Matching for every configured symbol, with validation and events."""
+    """Matching for every configured symbol, with validation and events.
 
-    def __init__(self, instruments: Iterable[Instrument] | None = None, clock: Clock | None = None) -> None:
+    With a `Clearing`, orders are checked against margin and fills booked
+    into positions and wallets; without one, the engine is a pure matcher
+    (no accounts: the baseline the benchmarks compare against).
+    """
+
+    def __init__(
+        self, instruments: Iterable[Instrument] | None = None, clock: Clock | None = None,
+        clearing: Clearing | None = None,
+    ) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.markets: dict[str, Market] = {}
         for ins in instruments if instruments is not None else default_instruments():
@@ -74,6 +95,16 @@ class Engine:
             SetMarkPrice: self._set_mark,  # type: ignore[dict-item]
             AdvanceClock: self._advance_clock,  # type: ignore[dict-item]
         }
+        self.clearing = clearing
+        if clearing is not None:
+            clearing.attach(self.markets, self._stamp)
+            for cmd_type, method in (
+                (Deposit, clearing.deposit), (Withdraw, clearing.withdraw), (Transfer, clearing.transfer),
+                (SetLeverage, clearing.set_leverage), (SetMarginMode, clearing.set_margin_mode),
+                (SetPositionMode, clearing.set_position_mode), (AdjustIsolatedMargin, clearing.adjust_margin),
+                (SetAutoMarginAddition, clearing.set_auto_add), (SetFeeTier, clearing.set_fee_tier),
+            ):
+                self._handlers[cmd_type] = self._account_command(method)
 
     # ------------------------------------------------------------------ API
     def apply(self, cmd: Command) -> list[Event]:
@@ -90,6 +121,34 @@ class Engine:
         return self.markets[symbol]
 
     # ------------------------------------------------------------ helpers
+    def _stamp(self, m: Market | None) -> tuple[int, int, int]:
+        """(seq, symbol_seq, ts) for the next event, of market `m` or of none."""
+        self.seq += 1
+        if m is None:
+            return self.seq, 0, self.clock.now
+        m.seq += 1
+        return self.seq, m.seq, self.clock.now
+
+    def _account_command(self, method: Callable[[Command, list[Event]], RejectReason | None]
+                         ) -> Callable[[Command, list[Event]], None]:
+        """Wrap a Clearing command method: a reason it returns becomes a reject event."""
+        name = method.__name__
+
+        def handle(cmd: Command, out: list[Event]) -> None:
+            try:
+                reason = method(cmd, out)
+            except Exception:  # wrong-typed fields that slipped past the checks: reject, never crash
+                if out:
+                    raise
+                reason = RejectReason.MALFORMED
+            if reason is not None:
+                symbol = getattr(cmd, "symbol", None)
+                m = self.markets.get(symbol) if type(symbol) is str else None
+                account = getattr(cmd, "account", 0)
+                self._reject(out, m, account if type(account) is int else 0, type(cmd).__name__ or name, reason)
+
+        return handle
+
     def _reject(
         self, out: list[Event], m: Market | None, account: int, command: str, reason: RejectReason,
         client_order_id: str = "", order_id: int = 0,
@@ -107,6 +166,8 @@ class Engine:
 
     def _rest(self, m: Market, order: Order) -> None:
         m.book.add(order)
+        if self.clearing is not None:
+            self.clearing.exposure_add(order, order.leaves)
         self.orders[order.order_id] = order
         by_acc = m.open_by_account.get(order.account)
         if by_acc is None:
@@ -162,6 +223,9 @@ class Engine:
         filled = taker.filled
         notional = taker.notional_filled
         tleaves = taker.qty - filled - taker.canceled
+        clearing = self.clearing
+        if clearing is not None:
+            return self._take_cleared(out, m, taker, steps, stp_expired, clearing)
         seq = self.seq
         sseq = m.seq
         price = 0
@@ -196,6 +260,58 @@ class Engine:
         taker.status = _FILLED if not taker.leaves else _PARTIAL if filled else taker.status
         return stp_expired
 
+    def _take_cleared(self, out: list[Event], m: Market, taker: Order, steps: list[tuple[Order, int]],
+                      stp_expired: bool, clearing: Clearing) -> bool:
+        """`_take` with margin: each fill is booked for both sides right after its trade event."""
+        symbol = m.instrument.symbol
+        side, tid, tacc = taker.side, taker.order_id, taker.account
+        tleaves = taker.qty - taker.filled - taker.canceled
+        touched = {(taker.account, taker.position_side)}
+        for maker, qty in steps:
+            if qty:
+                price = maker.price
+                tleaves -= qty
+                seq, sseq, ts = self._stamp(m)
+                m.trade_seq += 1
+                out.append(Trade(
+                    seq, sseq, ts, symbol, m.trade_seq, price, qty, side, tid, tacc,
+                    maker.order_id, maker.account, tleaves, maker.leaves,
+                ))
+                taker.filled += qty
+                taker.notional_filled += qty * price
+                m.last_price = price
+                clearing.exposure_remove(maker, qty, not maker.leaves)
+                clearing.settle(out, m, taker, qty, price, False, m.trade_seq)
+                clearing.settle(out, m, maker, qty, price, True, m.trade_seq)
+                touched.add((maker.account, maker.position_side))
+                if maker.leaves:
+                    maker.status = _PARTIAL
+                else:
+                    maker.status = _FILLED
+                    self._unindex(m, maker)
+            else:
+                clearing.exposure_remove(maker, maker.leaves, True)
+                self._close_unfilled(out, m, maker, _SELF_TRADE)
+                self._unindex(m, maker)
+        taker.status = _FILLED if not taker.leaves else _PARTIAL if taker.filled else taker.status
+        for account, pside in sorted(touched, key=lambda t: (t[0], t[1].value)):
+            self._trim_reduce_only(out, m, account, pside)
+        return stp_expired
+
+    def _trim_reduce_only(self, out: list[Event], m: Market, account: int, pside: PositionSide) -> None:
+        """Expire resting reduce-only orders that the position can no longer absorb (newest first)."""
+        assert self.clearing is not None
+        for order in self.clearing.excess_reduce_only(account, m.instrument.symbol, pside):
+            self._cancel_resting(out, m, order, CancelReason.REDUCE_ONLY)
+
+    def _cancel_resting(self, out: list[Event], m: Market, order: Order, reason: CancelReason) -> None:
+        """Take a resting order out of the book and publish why."""
+        m.book.remove(order)
+        if self.clearing is not None:
+            self.clearing.exposure_remove(order, order.leaves, True)
+        self._close_unfilled(out, m, order, reason)
+        self._unindex(m, order)
+
     # ------------------------------------------------------------ commands
     def _place(self, cmd: PlaceOrder, out: list[Event]) -> None:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
@@ -207,6 +323,8 @@ class Engine:
             reason = check_order(m.instrument, cmd, m.mark_price, m.mark_price or m.last_price)
             if reason is None:
                 reason = self._check_entry(m, cmd)
+            if reason is None and self.clearing is not None:
+                reason = self.clearing.check_order(m, cmd)
         except Exception:  # a command with fields of the wrong types: reject, never crash
             reason = RejectReason.MALFORMED
         if reason is not None:
@@ -218,21 +336,31 @@ class Engine:
         is_limit = cmd.order_type is _LIMIT
         tif = cmd.tif if is_limit else TimeInForce.IOC
         qty = cmd.qty
+        pside = cmd.position_side
+        reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (cmd.side is _BUY))
         order = Order(
             oid, cmd.account, m.instrument.symbol, cmd.side, cmd.order_type, tif, cmd.price, qty, qty,
-            0, 0, cmd.client_order_id, cmd.reduce_only, cmd.stp, OrderStatus.NEW, ts,
+            0, 0, cmd.client_order_id, reduce_only, cmd.stp, OrderStatus.NEW, ts, 0, pside,
         )
         self.seq += 1
         m.seq += 1
         out.append(OrderAccepted(
             self.seq, m.seq, ts, order.symbol, oid, order.account, order.client_order_id, order.side,
-            order.order_type, tif, order.price, qty, order.reduce_only, order.stp,
+            order.order_type, tif, order.price, qty, reduce_only, order.stp, pside,
         ))
+        # A reduce-only taker may fill only what the position has left to close; the rest expires.
+        withheld = 0
+        if reduce_only and self.clearing is not None:
+            withheld = max(0, qty - self.clearing.closable(order))
+            order.leaves -= withheld
         stp_expired = False
         if not is_limit:
             stp_expired = self._take(out, m, order, None)
         elif book.crosses(order.side, order.price):
             stp_expired = self._take(out, m, order, order.price)
+        if withheld:
+            order.leaves += withheld
+            self._close_unfilled(out, m, order, CancelReason.REDUCE_ONLY)
         if order.leaves:
             if stp_expired:
                 self._close_unfilled(out, m, order, _SELF_TRADE)
@@ -268,9 +396,7 @@ class Engine:
                 cmd.order_id if type(cmd.order_id) is int else 0,
             )
             return
-        m.book.remove(order)
-        self._close_unfilled(out, m, order, CancelReason.USER)
-        self._unindex(m, order)
+        self._cancel_resting(out, m, order, CancelReason.USER)
 
     def _cancel_all(self, cmd: CancelAll, out: list[Event]) -> None:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
@@ -278,9 +404,7 @@ class Engine:
             self._reject(out, None, cmd.account, "CancelAll", RejectReason.UNKNOWN_SYMBOL)
             return
         for order in list(m.open_by_account.get(cmd.account, {}).values()):
-            m.book.remove(order)
-            self._close_unfilled(out, m, order, CancelReason.USER)
-            self._unindex(m, order)
+            self._cancel_resting(out, m, order, CancelReason.USER)
 
     def _amend(self, cmd: AmendOrder, out: list[Event]) -> None:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
@@ -313,18 +437,22 @@ class Engine:
         book = m.book
         keep = cmd.price == order.price and cmd.qty < order.qty
         if keep:
+            if self.clearing is not None:
+                self.clearing.exposure_remove(order, order.qty - cmd.qty, False)
             book.reduce(order, order.qty - cmd.qty)
             order.qty = cmd.qty
             amended = order
         else:
             # Priority lost: the old object dies in place; a copy goes to the back of the new level.
             book.remove(order)
+            if self.clearing is not None:
+                self.clearing.exposure_remove(order, order.leaves, True)
             self._unindex(m, order)
             amended = Order(
                 order.order_id, order.account, order.symbol, order.side, order.order_type, order.tif,
                 cmd.price, cmd.qty, cmd.qty - order.filled, order.filled, order.canceled,
                 order.client_order_id, order.reduce_only, order.stp, order.status, self.clock.now,
-                order.notional_filled,
+                order.notional_filled, order.position_side,
             )
             order.leaves = 0
         self.seq += 1

@@ -14,13 +14,19 @@ from typing import Union
 import msgspec
 
 from exchange.enums import (
+    BalanceReason,
     CancelReason,
+    MarginMode,
     OrderStatus,
     OrderType,
+    PositionMode,
+    PositionReason,
+    PositionSide,
     RejectReason,
     SelfTradePrevention,
     Side,
     TimeInForce,
+    WalletKind,
 )
 
 #: Version of the event schema; bumped on any incompatible change.
@@ -47,6 +53,7 @@ class OrderAccepted(Event, tag=True):
     qty: int
     reduce_only: bool
     stp: SelfTradePrevention
+    position_side: PositionSide = PositionSide.BOTH
 
 
 class OrderRejected(Event, tag=True):
@@ -110,7 +117,62 @@ class MarkPriceUpdated(Event, tag=True):
     mark_price: int
 
 
-AnyEvent = Union[OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated]
+class BalanceUpdated(Event, tag=True):
+    """A wallet changed for a reason other than a trade (trades report the wallet in PositionUpdated)."""
+
+    account: int
+    asset: str
+    wallet: WalletKind
+    reason: BalanceReason
+    delta: int
+    balance: int  # after the change
+    symbol: str = ""
+
+
+class PositionUpdated(Event, tag=True):
+    """A position's state after a change, complete enough to rebuild the account from events alone.
+
+    `cost` is the signed entry notional in atoms (entry price = cost / (qty ×
+    atoms per tick·lot)); `wallet_balance` the futures wallet after the change;
+    `fee` and `realized_pnl_delta` what this change booked. Liquidation and
+    bankruptcy prices are on the tick grid, rounded toward the mark (0: none).
+    """
+
+    symbol: str
+    account: int
+    position_side: PositionSide
+    reason: PositionReason
+    qty: int
+    cost: int
+    margin_mode: MarginMode
+    leverage: int
+    isolated_margin: int
+    wallet_balance: int
+    realized_pnl: int  # cumulative
+    realized_pnl_delta: int
+    fee: int
+    liquidation_price: int
+    bankruptcy_price: int
+    trade_id: int = 0
+
+
+class AccountConfigUpdated(Event, tag=True):
+    """Leverage, margin mode, position mode, auto margin addition or fee tier changed."""
+
+    account: int
+    symbol: str
+    leverage: int
+    margin_mode: MarginMode
+    position_mode: PositionMode
+    auto_margin_addition: bool
+    maker_fee_ppm: int
+    taker_fee_ppm: int
+
+
+AnyEvent = Union[
+    OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated,
+    BalanceUpdated, PositionUpdated, AccountConfigUpdated,
+]
 
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder(list[AnyEvent])

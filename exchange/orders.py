@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from exchange.enums import OrderStatus, OrderType, SelfTradePrevention, Side, TimeInForce
+from exchange.enums import OrderStatus, OrderType, PositionSide, SelfTradePrevention, Side, TimeInForce
 
 
 class Order(msgspec.Struct, gc=False):
@@ -32,3 +32,4 @@ class Order(msgspec.Struct, gc=False):
     status: OrderStatus = OrderStatus.NEW
     ts: int = 0  # virtual time of acceptance (or of the last priority-losing amend)
     notional_filled: int = 0  # Σ price × qty of fills, in tick·lots (average price = this / filled)
+    position_side: PositionSide = PositionSide.BOTH

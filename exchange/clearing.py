@@ -1,0 +1,656 @@
+"""Clearing: accounts, wallets, positions and margin; the rules that move money.
+
+The engine asks it two things on the order path (may this order be placed,
+and book this fill) and hands it every account command. All amounts are
+integers (atoms, lots, ticks); every division rounds explicitly, in favour of
+the exchange for what is owed and against the payee for what is paid out,
+and never creates an atom (mechanics.md Part 1 "Units").
+
+Conservation, checked by the tests after every command: for any one common
+price per symbol, Σ wallets (spot and futures) + Σ isolated margins + Σ
+unrealised PnL + fee income + insurance fund = Σ deposits − Σ withdrawals.
+(Positions net to zero per symbol, so the unrealised PnL of all positions at
+one price is −Σ cost: the sum does not depend on the price chosen.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from exchange.accounts import Account, Exposure, Position
+from exchange.brackets import PPM, BracketTable, default_table
+from exchange.commands import (
+    AdjustIsolatedMargin,
+    Deposit,
+    PlaceOrder,
+    SetAutoMarginAddition,
+    SetFeeTier,
+    SetLeverage,
+    SetMarginMode,
+    SetPositionMode,
+    Transfer,
+    Withdraw,
+)
+from exchange.enums import (
+    BalanceReason,
+    MarginMode,
+    OrderType,
+    PositionMode,
+    PositionReason,
+    PositionSide,
+    RejectReason,
+    Side,
+    WalletKind,
+)
+from exchange.events import AccountConfigUpdated, BalanceUpdated, Event, PositionUpdated
+from exchange.margin import (
+    Leg,
+    bankruptcy_ticks,
+    ceil_div,
+    isolated_reduce,
+    liquidation_ticks,
+    maintenance_margin,
+    realized_on_close,
+    unrealized_pnl,
+)
+from exchange.market import Market
+from exchange.orders import Order
+from exchange.venue import BINANCE, VenueProfile
+
+#: Binance VIP 0 USDⓈ-M fee rates: maker 0.02%, taker 0.05%.
+DEFAULT_MAKER_FEE_PPM = 200
+DEFAULT_TAKER_FEE_PPM = 500
+
+_BUY = Side.BUY
+_BOTH = PositionSide.BOTH
+_LONG = PositionSide.LONG
+_SHORT = PositionSide.SHORT
+_CROSS = MarginMode.CROSS
+_ISOLATED = MarginMode.ISOLATED
+
+#: stamp(market or None) -> (seq, symbol_seq, ts) for the next event.
+Stamp = Callable[[Market | None], tuple[int, int, int]]
+
+
+class Treasury:
+    """The exchange's own ledgers per settlement asset, and what came in and went out."""
+
+    __slots__ = ("deposits", "fee_income", "insurance")
+
+    def __init__(self) -> None:
+        self.fee_income: dict[str, int] = {}
+        self.insurance: dict[str, int] = {}
+        self.deposits: dict[str, int] = {}  # Σ deposits − Σ withdrawals (the insurance fund's opening included)
+
+    def credit(self, ledger: dict[str, int], asset: str, amount: int) -> None:
+        ledger[asset] = ledger.get(asset, 0) + amount
+
+
+class Clearing:
+    """Margin accounting for every account of one engine."""
+
+    def __init__(
+        self,
+        profile: VenueProfile = BINANCE,
+        brackets: dict[str, BracketTable] | None = None,
+        maker_fee_ppm: int = DEFAULT_MAKER_FEE_PPM,
+        taker_fee_ppm: int = DEFAULT_TAKER_FEE_PPM,
+        insurance_fund: dict[str, int] | None = None,
+    ) -> None:
+        self.profile = profile
+        self._brackets = dict(brackets or {})
+        self.maker_fee_ppm = maker_fee_ppm
+        self.taker_fee_ppm = taker_fee_ppm
+        self.accounts: dict[int, Account] = {}
+        self.treasury = Treasury()
+        for asset, amount in (insurance_fund or {}).items():
+            self.treasury.credit(self.treasury.insurance, asset, amount)
+            self.treasury.credit(self.treasury.deposits, asset, amount)
+        self.markets: dict[str, Market] = {}
+        self.assets: set[str] = set()
+        self._stamp: Stamp = _unattached
+
+    def attach(self, markets: dict[str, Market], stamp: Stamp) -> None:
+        """Called once by the engine: the markets it trades and how to stamp events."""
+        self.markets = markets
+        self._stamp = stamp
+        for symbol, m in markets.items():
+            self.assets.add(m.instrument.settlement_asset)
+            if symbol not in self._brackets:
+                self._brackets[symbol] = default_table(symbol, m.instrument.money_atom)
+
+    def brackets(self, symbol: str) -> BracketTable:
+        return self._brackets[symbol]
+
+    # ------------------------------------------------------------ figures
+    def reference_price(self, m: Market) -> int:
+        """The price margin is valued at: the mark, else the last trade (0: none yet)."""
+        return m.mark_price or m.last_price
+
+    def position_figures(self, pos: Position) -> tuple[int, int, int]:
+        """(notional at mark, maintenance margin, unrealised PnL) of one position, in atoms."""
+        m = self.markets[pos.symbol]
+        k = m.instrument.atoms_per_tick_lot
+        price = self.reference_price(m)
+        if not price:  # no price yet: valued at entry, where the PnL is 0
+            bracket = self._brackets[pos.symbol].for_notional(abs(pos.cost))
+            return abs(pos.cost), ceil_div(abs(pos.cost) * bracket.mmr, PPM) - bracket.cum, 0
+        mm = maintenance_margin(pos.qty, pos.cost, price, k, self._brackets[pos.symbol], self.profile.maintenance_base)
+        return abs(pos.qty) * price * k, mm, unrealized_pnl(pos.qty, pos.cost, price, k)
+
+    def cross_totals(self, acct: Account, asset: str, skip_symbol: str | None = None) -> tuple[int, int, int]:
+        """(Σ maintenance margin, Σ unrealised PnL, Σ initial margin at mark) of the cross positions in `asset`."""
+        mm = upnl = im = 0
+        for pos in acct.positions.values():
+            if not pos.qty or pos.settings.margin_mode is _ISOLATED or pos.symbol == skip_symbol:
+                continue
+            if self.markets[pos.symbol].instrument.settlement_asset != asset:
+                continue
+            notional, p_mm, p_upnl = self.position_figures(pos)
+            mm += p_mm
+            upnl += p_upnl
+            im += ceil_div(notional, pos.settings.leverage)
+        return mm, upnl, im
+
+    def order_margin(self, acct: Account, symbol: str, side: PositionSide,
+                     extra_buy: tuple[int, int] = (0, 0), extra_sell: tuple[int, int] = (0, 0)) -> int:
+        """Initial margin held by the open orders of one position (one-way: the worse side; hedge: its opening side).
+
+        An order only holds margin for the part that would open or increase
+        the position: buys beyond an open short, sells beyond an open long.
+        `extra_*` are (qty, notional in tick·lots) of an order being tried.
+        """
+        e = acct.exposure.get((symbol, side))
+        bq, bn = extra_buy
+        sq, sn = extra_sell
+        if e is not None:
+            bq += e.buy_qty
+            bn += e.buy_notional
+            sq += e.sell_qty
+            sn += e.sell_notional
+        if not bq and not sq:
+            return 0
+        pos = acct.positions.get((symbol, side))
+        q = pos.qty if pos is not None else 0
+        k = self.markets[symbol].instrument.atoms_per_tick_lot
+        lev = acct.symbol_settings(symbol).leverage
+        buy_open = max(0, bq - max(0, -q)) if side is _BOTH else (bq if side is _LONG else 0)
+        sell_open = max(0, sq - max(0, q)) if side is _BOTH else (sq if side is _SHORT else 0)
+        buy_im = ceil_div(bn * buy_open * k, bq * lev) if buy_open else 0
+        sell_im = ceil_div(sn * sell_open * k, sq * lev) if sell_open else 0
+        return max(buy_im, sell_im)
+
+    def available(self, acct: Account, asset: str) -> int:
+        """Free margin: wallet + cross UPNL − cross position IM − all open-order IM (Binance availableBalance)."""
+        _, upnl, im = self.cross_totals(acct, asset)
+        held = 0
+        for (symbol, side) in acct.exposure:
+            if self.markets[symbol].instrument.settlement_asset == asset:
+                held += self.order_margin(acct, symbol, side)
+        return acct.wallet.get(asset, 0) + upnl - im - held
+
+    def max_withdrawable(self, acct: Account, asset: str) -> int:
+        """What can leave the futures wallet: min(available, wallet) (Binance maxWithdrawAmount)."""
+        return max(0, min(self.available(acct, asset), acct.wallet.get(asset, 0)))
+
+    def refresh_prices(self, pos: Position) -> None:
+        """Recompute the position's liquidation and bankruptcy price (mechanics.md §3.1)."""
+        if not pos.qty:
+            pos.liq_ticks = pos.bankruptcy_ticks = 0
+            return
+        m = self.markets[pos.symbol]
+        k = m.instrument.atoms_per_tick_lot
+        acct = self.accounts[pos.account]
+        if pos.settings.margin_mode is _ISOLATED:
+            legs = [Leg(pos.qty, pos.cost, self._brackets[pos.symbol])]
+            wb, tmm, upnl = pos.isolated_margin, 0, 0
+            long = pos.qty > 0
+        else:
+            # cross: every cross leg of this symbol shares one LP; the other symbols enter as TMM1 and UPNL1
+            asset = m.instrument.settlement_asset
+            same = [p for p in acct.positions.values() if p.symbol == pos.symbol and p.qty
+                    and p.settings.margin_mode is _CROSS]
+            legs = [Leg(p.qty, p.cost, self._brackets[p.symbol]) for p in same]
+            tmm, upnl, _ = self.cross_totals(acct, asset, skip_symbol=pos.symbol)
+            wb = acct.wallet.get(asset, 0)
+            long = sum(p.qty for p in same) > 0
+        price = self.reference_price(m)
+        pos.liq_ticks = liquidation_ticks(legs, wb, tmm, upnl, k, self.profile.maintenance_base, price, long)
+        pos.bankruptcy_ticks = bankruptcy_ticks(legs, wb, tmm, upnl, k, long)
+
+    # ------------------------------------------------------------ events
+    def _position_event(self, out: list[Event], pos: Position, reason: PositionReason, pnl: int = 0, fee: int = 0,
+                        trade_id: int = 0) -> None:
+        m = self.markets[pos.symbol]
+        seq, sseq, ts = self._stamp(m)
+        acct = self.accounts[pos.account]
+        out.append(PositionUpdated(
+            seq, sseq, ts, pos.symbol, pos.account, pos.position_side, reason, pos.qty, pos.cost,
+            pos.settings.margin_mode, pos.settings.leverage, pos.isolated_margin,
+            acct.wallet.get(m.instrument.settlement_asset, 0), pos.realized_pnl, pnl, fee,
+            pos.liq_ticks, pos.bankruptcy_ticks, trade_id,
+        ))
+
+    def _balance_event(self, out: list[Event], acct: Account, asset: str, wallet: WalletKind, reason: BalanceReason,
+                       delta: int, symbol: str = "") -> None:
+        seq, sseq, ts = self._stamp(self.markets.get(symbol) if symbol else None)
+        balance = (acct.wallet if wallet is WalletKind.FUTURES else acct.spot).get(asset, 0)
+        out.append(BalanceUpdated(seq, sseq, ts, acct.id, asset, wallet, reason, delta, balance, symbol))
+
+    def _config_event(self, out: list[Event], acct: Account, symbol: str, auto_add: bool = False) -> None:
+        s = acct.symbol_settings(symbol) if symbol else None
+        seq, sseq, ts = self._stamp(self.markets.get(symbol) if symbol else None)
+        out.append(AccountConfigUpdated(
+            seq, sseq, ts, acct.id, symbol, s.leverage if s else 0, s.margin_mode if s else _CROSS,
+            acct.position_mode, auto_add, acct.maker_fee_ppm, acct.taker_fee_ppm,
+        ))
+
+    def refresh_cross(self, out: list[Event], acct: Account, asset: str, skip: Position | None = None) -> None:
+        """Recompute the LPs of an account's cross positions after its wallet or another position changed."""
+        for pos in acct.positions.values():
+            if pos is skip or not pos.qty or pos.settings.margin_mode is _ISOLATED:
+                continue
+            if self.markets[pos.symbol].instrument.settlement_asset != asset:
+                continue
+            before = (pos.liq_ticks, pos.bankruptcy_ticks)
+            self.refresh_prices(pos)
+            if (pos.liq_ticks, pos.bankruptcy_ticks) != before:
+                self._position_event(out, pos, PositionReason.RISK)
+
+    # ------------------------------------------------------------ order path
+    def check_order(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
+        """Account, position side, reduce-only and initial margin rules for a new order."""
+        acct = self.accounts.get(cmd.account)
+        if acct is None:
+            return RejectReason.UNKNOWN_ACCOUNT
+        ps = cmd.position_side
+        if acct.position_mode is PositionMode.ONE_WAY:
+            if ps is not _BOTH:
+                return RejectReason.POSITION_SIDE_MISMATCH
+        elif ps is not _LONG and ps is not _SHORT:
+            return RejectReason.POSITION_SIDE_MISMATCH
+        elif cmd.reduce_only:
+            return RejectReason.REDUCE_ONLY_REJECTED  # hedge mode: closing is said by the side, not the flag
+        symbol = m.instrument.symbol
+        is_buy = cmd.side is _BUY
+        if self.is_closing(cmd.reduce_only, is_buy, ps):
+            pos = acct.positions.get((symbol, ps))
+            q = pos.qty if pos is not None else 0
+            if (q >= 0) if is_buy else (q <= 0):
+                return RejectReason.REDUCE_ONLY_REJECTED
+            e = acct.exposure.get((symbol, ps))
+            resting = sum(o.leaves for o in e.reduce_only.values()) if e is not None else 0
+            if cmd.order_type is OrderType.LIMIT and resting + cmd.qty > abs(q):
+                return RejectReason.REDUCE_ONLY_REJECTED
+            return None
+        price = cmd.price or self._market_order_price(m, is_buy)
+        if not price:
+            return None  # nothing to value a market order at: it will find no liquidity either
+        notional = price * cmd.qty
+        settings = acct.symbol_settings(symbol)
+        # Exceeding the position cap of the chosen leverage (Binance -2027)
+        pos = acct.positions.get((symbol, ps))
+        q = pos.qty if pos is not None else 0
+        e = acct.exposure.get((symbol, ps))
+        same_dir = (e.buy_qty if is_buy else e.sell_qty) if e is not None else 0
+        after = (q if is_buy else -q) + same_dir + cmd.qty
+        k = m.instrument.atoms_per_tick_lot
+        if after > 0 and after * price * k > self._brackets[symbol].max_notional_for_leverage(settings.leverage):
+            return RejectReason.MAX_POSITION_EXCEEDED
+        extra = (cmd.qty, notional)
+        before = self.order_margin(acct, symbol, ps)
+        needed = self.order_margin(acct, symbol, ps, extra if is_buy else (0, 0), (0, 0) if is_buy else extra) - before
+        if needed > 0:
+            fee = ceil_div(notional * k * acct.taker_fee_ppm, PPM)
+            if needed + fee > self.available(acct, m.instrument.settlement_asset):
+                return RejectReason.MARGIN_INSUFFICIENT
+        return None
+
+    @staticmethod
+    def is_closing(reduce_only: bool, is_buy: bool, side: PositionSide) -> bool:
+        """One-way: the reduce-only flag. Hedge: selling a LONG or buying a SHORT closes."""
+        if side is _BOTH:
+            return reduce_only
+        return (side is _LONG) != is_buy
+
+    def _market_order_price(self, m: Market, is_buy: bool) -> int:
+        best = m.book.best_ask() if is_buy else m.book.best_bid()
+        ref = self.reference_price(m)
+        if best is None:
+            return ref
+        return max(best, ref) if is_buy else (min(best, ref) if ref else best)
+
+    def closable(self, order: Order) -> int:
+        """How much of a closing order may still fill: the position left to close (for clipping a taker)."""
+        acct = self.accounts[order.account]
+        pos = acct.positions.get((order.symbol, order.position_side))
+        q = pos.qty if pos is not None else 0
+        return max(0, -q) if order.side is _BUY else max(0, q)
+
+    def exposure_add(self, order: Order, qty: int) -> None:
+        """A resting order's open quantity grew by `qty` (it rested, or an amend re-rested it)."""
+        e = self.accounts[order.account].exposure_of(order.symbol, order.position_side)
+        if order.reduce_only:
+            e.reduce_only[order.order_id] = order
+        elif order.side is _BUY:
+            e.buy_qty += qty
+            e.buy_notional += qty * order.price
+        else:
+            e.sell_qty += qty
+            e.sell_notional += qty * order.price
+
+    def exposure_remove(self, order: Order, qty: int, done: bool) -> None:
+        """A resting order's open quantity fell by `qty` (filled, cancelled or amended down); `done`: it left."""
+        e: Exposure = self.accounts[order.account].exposure[(order.symbol, order.position_side)]
+        if order.reduce_only:
+            if done:
+                e.reduce_only.pop(order.order_id, None)
+        elif order.side is _BUY:
+            e.buy_qty -= qty
+            e.buy_notional -= qty * order.price
+        else:
+            e.sell_qty -= qty
+            e.sell_notional -= qty * order.price
+
+    def excess_reduce_only(self, account: int, symbol: str, side: PositionSide) -> list[Order]:
+        """Resting reduce-only orders that could now increase or flip the position: newest first, to cancel."""
+        acct = self.accounts[account]
+        e = acct.exposure.get((symbol, side))
+        if e is None or not e.reduce_only:
+            return []
+        pos = acct.positions.get((symbol, side))
+        q = pos.qty if pos is not None else 0
+        orders = sorted(e.reduce_only.values(), key=lambda o: o.order_id, reverse=True)
+        keep = 0
+        excess = []
+        for o in reversed(orders):  # oldest keep their place
+            closes = (q < 0) if o.side is _BUY else (q > 0)
+            if closes and keep + o.leaves <= abs(q):
+                keep += o.leaves
+            else:
+                excess.append(o)
+        excess.sort(key=lambda o: o.order_id, reverse=True)
+        return excess
+
+    # ------------------------------------------------------------ fills
+    def settle(self, out: list[Event], m: Market, order: Order, qty: int, price: int, maker: bool,
+               trade_id: int) -> None:
+        """Book one side of a fill: position, entry cost, realised PnL, fee, isolated margin; publish it."""
+        acct = self.accounts[order.account]
+        ins = m.instrument
+        k = ins.atoms_per_tick_lot
+        asset = ins.settlement_asset
+        pos = acct.position(ins.symbol, order.position_side)
+        settings = pos.settings
+        isolated = settings.margin_mode is _ISOLATED
+        treasury = self.treasury
+        signed = qty if order.side is _BUY else -qty
+        wallet = acct.wallet.get(asset, 0)
+        pnl = 0
+        opened = qty
+        if pos.qty and (pos.qty > 0) != (signed > 0):
+            closed = min(qty, abs(pos.qty))
+            opened = qty - closed
+            pnl, removed = realized_on_close(pos.qty, pos.cost, closed, price, k)
+            if isolated:
+                pos.isolated_margin, to_wallet, shortfall = isolated_reduce(pos.isolated_margin, abs(pos.qty), closed,
+                                                                            pnl)
+                wallet += to_wallet
+            else:
+                wallet += pnl
+                shortfall = -wallet if wallet < 0 else 0
+                wallet += shortfall
+            if shortfall:  # nobody owes money: the insurance fund carries a loss beyond the margin
+                treasury.credit(treasury.insurance, asset, -shortfall)
+            pos.qty += closed if signed > 0 else -closed
+            pos.cost -= removed
+            pos.realized_pnl += pnl
+        if opened:
+            s_open = opened if signed > 0 else -opened
+            pos.qty += s_open
+            pos.cost += s_open * price * k
+            if isolated:
+                move = min(ceil_div(opened * price * k, settings.leverage), max(wallet, 0))
+                wallet -= move
+                pos.isolated_margin += move
+        notional = qty * price * k
+        fee = ceil_div(notional * (acct.maker_fee_ppm if maker else acct.taker_fee_ppm), PPM)
+        fee = min(fee, max(wallet, 0))
+        wallet -= fee
+        treasury.credit(treasury.fee_income, asset, fee)
+        acct.wallet[asset] = wallet
+        if not pos.qty and isolated and pos.isolated_margin:
+            # a closed isolated position hands back what is left of its margin
+            acct.wallet[asset] += pos.isolated_margin
+            pos.isolated_margin = 0
+        self.refresh_prices(pos)
+        self._position_event(out, pos, PositionReason.TRADE, pnl, fee, trade_id)
+        if not isolated or pnl or fee:
+            self.refresh_cross(out, acct, asset, skip=pos)
+
+    # ------------------------------------------------------------ account commands
+    def _known_asset(self, asset: object) -> bool:
+        return type(asset) is str and asset in self.assets
+
+    def deposit(self, cmd: Deposit, out: list[Event]) -> RejectReason | None:
+        if type(cmd.account) is not int or not self._known_asset(cmd.asset) or type(cmd.wallet) is not WalletKind:
+            return RejectReason.UNKNOWN_ASSET if type(cmd.account) is int else RejectReason.MALFORMED
+        if type(cmd.amount) is not int or cmd.amount <= 0:
+            return RejectReason.AMOUNT_NOT_POSITIVE
+        acct = self.accounts.get(cmd.account)
+        if acct is None:
+            acct = self.accounts[cmd.account] = Account(cmd.account, self.maker_fee_ppm, self.taker_fee_ppm)
+        wallets = acct.wallet if cmd.wallet is WalletKind.FUTURES else acct.spot
+        wallets[cmd.asset] = wallets.get(cmd.asset, 0) + cmd.amount
+        self.treasury.credit(self.treasury.deposits, cmd.asset, cmd.amount)
+        self._balance_event(out, acct, cmd.asset, cmd.wallet, BalanceReason.DEPOSIT, cmd.amount)
+        if cmd.wallet is WalletKind.FUTURES:
+            self.refresh_cross(out, acct, cmd.asset)
+        return None
+
+    def _debit_check(self, acct: Account, asset: str, wallet: WalletKind, amount: int) -> RejectReason | None:
+        if type(amount) is not int or amount <= 0:
+            return RejectReason.AMOUNT_NOT_POSITIVE
+        if wallet is WalletKind.FUTURES:
+            if amount > self.max_withdrawable(acct, asset):
+                return RejectReason.BALANCE_INSUFFICIENT
+        elif amount > acct.spot.get(asset, 0):
+            return RejectReason.BALANCE_INSUFFICIENT
+        return None
+
+    def withdraw(self, cmd: Withdraw, out: list[Event]) -> RejectReason | None:
+        acct = self.accounts.get(cmd.account) if type(cmd.account) is int else None
+        if acct is None:
+            return RejectReason.UNKNOWN_ACCOUNT
+        if not self._known_asset(cmd.asset) or type(cmd.wallet) is not WalletKind:
+            return RejectReason.UNKNOWN_ASSET
+        reason = self._debit_check(acct, cmd.asset, cmd.wallet, cmd.amount)
+        if reason is not None:
+            return reason
+        wallets = acct.wallet if cmd.wallet is WalletKind.FUTURES else acct.spot
+        wallets[cmd.asset] -= cmd.amount
+        self.treasury.credit(self.treasury.deposits, cmd.asset, -cmd.amount)
+        self._balance_event(out, acct, cmd.asset, cmd.wallet, BalanceReason.WITHDRAW, -cmd.amount)
+        if cmd.wallet is WalletKind.FUTURES:
+            self.refresh_cross(out, acct, cmd.asset)
+        return None
+
+    def transfer(self, cmd: Transfer, out: list[Event]) -> RejectReason | None:
+        acct = self.accounts.get(cmd.account) if type(cmd.account) is int else None
+        if acct is None:
+            return RejectReason.UNKNOWN_ACCOUNT
+        if not self._known_asset(cmd.asset):
+            return RejectReason.UNKNOWN_ASSET
+        if (type(cmd.from_wallet) is not WalletKind or type(cmd.to_wallet) is not WalletKind
+                or cmd.from_wallet is cmd.to_wallet):
+            return RejectReason.MALFORMED
+        reason = self._debit_check(acct, cmd.asset, cmd.from_wallet, cmd.amount)
+        if reason is not None:
+            return reason
+        src = acct.wallet if cmd.from_wallet is WalletKind.FUTURES else acct.spot
+        dst = acct.wallet if cmd.to_wallet is WalletKind.FUTURES else acct.spot
+        src[cmd.asset] -= cmd.amount
+        dst[cmd.asset] = dst.get(cmd.asset, 0) + cmd.amount
+        self._balance_event(out, acct, cmd.asset, cmd.from_wallet, BalanceReason.TRANSFER, -cmd.amount)
+        self._balance_event(out, acct, cmd.asset, cmd.to_wallet, BalanceReason.TRANSFER, cmd.amount)
+        self.refresh_cross(out, acct, cmd.asset)
+        return None
+
+    def _account_symbol(self, account: object, symbol: object) -> tuple[Account | None, RejectReason | None]:
+        acct = self.accounts.get(account) if type(account) is int else None  # type: ignore[arg-type]
+        if acct is None:
+            return None, RejectReason.UNKNOWN_ACCOUNT
+        if type(symbol) is not str or symbol not in self.markets:
+            return None, RejectReason.UNKNOWN_SYMBOL
+        return acct, None
+
+    def _symbol_positions(self, acct: Account, symbol: str) -> list[Position]:
+        return [p for p in acct.positions.values() if p.symbol == symbol and p.qty]
+
+    def _has_orders(self, acct: Account, symbol: str | None) -> bool:
+        if symbol is not None:
+            return bool(self.markets[symbol].open_by_account.get(acct.id))
+        return any(m.open_by_account.get(acct.id) for m in self.markets.values())
+
+    def set_leverage(self, cmd: SetLeverage, out: list[Event]) -> RejectReason | None:
+        acct, reason = self._account_symbol(cmd.account, cmd.symbol)
+        if acct is None:
+            return reason
+        table = self._brackets[cmd.symbol]
+        lev = cmd.leverage
+        if type(lev) is not int or not 1 <= lev <= table.max_leverage:
+            return RejectReason.INVALID_LEVERAGE
+        settings = acct.symbol_settings(cmd.symbol)
+        positions = self._symbol_positions(acct, cmd.symbol)
+        m = self.markets[cmd.symbol]
+        k = m.instrument.atoms_per_tick_lot
+        price = self.reference_price(m)
+        cap = table.max_notional_for_leverage(lev)
+        for pos in positions:
+            notional = abs(pos.qty) * price * k if price else abs(pos.cost)
+            if notional > cap:
+                return RejectReason.LEVERAGE_TOO_HIGH_FOR_POSITION
+            if pos.isolated and pos.isolated_margin < ceil_div(notional, lev):
+                return RejectReason.MARGIN_INSUFFICIENT  # lowering leverage would leave it under its initial margin
+        old = settings.leverage
+        settings.leverage = lev
+        if self.available(acct, m.instrument.settlement_asset) < 0 and lev < old:
+            settings.leverage = old
+            return RejectReason.MARGIN_INSUFFICIENT
+        self._config_event(out, acct, cmd.symbol)
+        for pos in positions:
+            self._position_event(out, pos, PositionReason.LEVERAGE)
+        return None
+
+    def set_margin_mode(self, cmd: SetMarginMode, out: list[Event]) -> RejectReason | None:
+        acct, reason = self._account_symbol(cmd.account, cmd.symbol)
+        if acct is None:
+            return reason
+        if type(cmd.margin_mode) is not MarginMode:
+            return RejectReason.MALFORMED
+        settings = acct.symbol_settings(cmd.symbol)
+        if settings.margin_mode is cmd.margin_mode:
+            return RejectReason.MARGIN_MODE_UNCHANGED
+        if self._has_orders(acct, cmd.symbol):
+            return RejectReason.MARGIN_MODE_OPEN_ORDERS
+        if self._symbol_positions(acct, cmd.symbol):
+            return RejectReason.MARGIN_MODE_HAS_POSITION
+        settings.margin_mode = cmd.margin_mode
+        self._config_event(out, acct, cmd.symbol)
+        return None
+
+    def set_position_mode(self, cmd: SetPositionMode, out: list[Event]) -> RejectReason | None:
+        acct = self.accounts.get(cmd.account) if type(cmd.account) is int else None
+        if acct is None:
+            return RejectReason.UNKNOWN_ACCOUNT
+        if type(cmd.position_mode) is not PositionMode:
+            return RejectReason.MALFORMED
+        if acct.position_mode is cmd.position_mode:
+            return RejectReason.POSITION_MODE_UNCHANGED
+        if acct.open_positions() or self._has_orders(acct, None):
+            return RejectReason.POSITION_MODE_HAS_POSITION
+        acct.position_mode = cmd.position_mode
+        self._config_event(out, acct, "")
+        return None
+
+    def set_fee_tier(self, cmd: SetFeeTier, out: list[Event]) -> RejectReason | None:
+        acct = self.accounts.get(cmd.account) if type(cmd.account) is int else None
+        if acct is None:
+            return RejectReason.UNKNOWN_ACCOUNT
+        for rate in (cmd.maker_fee_ppm, cmd.taker_fee_ppm):
+            if type(rate) is not int or not 0 <= rate <= PPM // 10:
+                return RejectReason.MALFORMED
+        acct.maker_fee_ppm, acct.taker_fee_ppm = cmd.maker_fee_ppm, cmd.taker_fee_ppm
+        self._config_event(out, acct, "")
+        return None
+
+    def _isolated_position(self, account: object, symbol: object, side: object
+                           ) -> tuple[Account | None, Position | None, RejectReason | None]:
+        acct, reason = self._account_symbol(account, symbol)
+        if acct is None:
+            return None, None, reason
+        if type(side) is not PositionSide or (side is _BOTH) != (acct.position_mode is PositionMode.ONE_WAY):
+            return acct, None, RejectReason.POSITION_SIDE_MISMATCH
+        pos = acct.positions.get((symbol, side))  # type: ignore[arg-type]
+        settings = acct.symbol_settings(symbol)  # type: ignore[arg-type]
+        if settings.margin_mode is not _ISOLATED:
+            return acct, None, RejectReason.NOT_ISOLATED
+        if pos is None or not pos.qty:
+            return acct, None, RejectReason.NO_POSITION
+        return acct, pos, None
+
+    def adjust_margin(self, cmd: AdjustIsolatedMargin, out: list[Event]) -> RejectReason | None:
+        acct, pos, reason = self._isolated_position(cmd.account, cmd.symbol, cmd.position_side)
+        if pos is None or acct is None:
+            return reason
+        amount = cmd.amount
+        if type(amount) is not int or amount == 0:
+            return RejectReason.AMOUNT_NOT_POSITIVE
+        asset = self.markets[pos.symbol].instrument.settlement_asset
+        if amount > 0:
+            if amount > self.max_withdrawable(acct, asset):
+                return RejectReason.BALANCE_INSUFFICIENT
+        else:
+            notional, mm, upnl = self.position_figures(pos)
+            # what may leave: the margin above the initial margin at mark, net of an unrealised loss
+            free = pos.isolated_margin + min(upnl, 0) - max(ceil_div(notional, pos.settings.leverage), mm)
+            if -amount > free:
+                return RejectReason.ISOLATED_BALANCE_INSUFFICIENT
+        self.move_isolated_margin(out, acct, pos, amount, BalanceReason.MARGIN_TRANSFER,
+                                  PositionReason.MARGIN_TRANSFER)
+        return None
+
+    def move_isolated_margin(self, out: list[Event], acct: Account, pos: Position, amount: int,
+                             balance_reason: BalanceReason, position_reason: PositionReason) -> None:
+        """Move `amount` from the futures wallet into the position's isolated margin (negative: back)."""
+        asset = self.markets[pos.symbol].instrument.settlement_asset
+        acct.wallet[asset] = acct.wallet.get(asset, 0) - amount
+        pos.isolated_margin += amount
+        self._balance_event(out, acct, asset, WalletKind.FUTURES, balance_reason, -amount, pos.symbol)
+        self.refresh_prices(pos)
+        self._position_event(out, pos, position_reason)
+        self.refresh_cross(out, acct, asset)
+
+    def set_auto_add(self, cmd: SetAutoMarginAddition, out: list[Event]) -> RejectReason | None:
+        acct, reason = self._account_symbol(cmd.account, cmd.symbol)
+        if acct is None:
+            return reason
+        if type(cmd.enabled) is not bool or type(cmd.position_side) is not PositionSide:
+            return RejectReason.MALFORMED
+        if (cmd.position_side is _BOTH) != (acct.position_mode is PositionMode.ONE_WAY):
+            return RejectReason.POSITION_SIDE_MISMATCH
+        if acct.symbol_settings(cmd.symbol).margin_mode is not _ISOLATED:
+            return RejectReason.NOT_ISOLATED
+        pos = acct.position(cmd.symbol, cmd.position_side)
+        pos.auto_add = cmd.enabled
+        self._config_event(out, acct, cmd.symbol, cmd.enabled)
+        return None
+
+    # ------------------------------------------------------------ queries
+    def all_positions(self) -> Iterable[Position]:
+        for acct in self.accounts.values():
+            yield from acct.positions.values()
+
+
+def _unattached(m: Market | None) -> tuple[int, int, int]:
+    raise RuntimeError("Clearing is not attached to an engine")
