@@ -52,25 +52,30 @@ def maintenance_margin(qty: int, cost: int, mark: int, k: int, table: BracketTab
 
 
 def _solve(legs: Sequence[Leg], brackets: Sequence[Bracket | None], wb: int, tmm: int, upnl: int, k: int,
-           base: MaintenanceBase) -> tuple[int, int]:
-    """LP as (numerator, denominator > 0) in ticks for given brackets (None: MMR = cum = 0: bankruptcy).
+           base: MaintenanceBase, ratio: int = PPM) -> tuple[int, int]:
+    """The price (num, den > 0), in ticks, at which MM = ratio × margin balance, for given brackets.
 
-    A denominator of 0 means no price solves it (a fully hedged cross symbol).
+    `ratio` in ppm: PPM gives the liquidation price (margin ratio 100%), 800_000
+    the margin-call price (80%); brackets None (MMR = cum = 0) the bankruptcy
+    price. Solving  r·(WB + UPNL1 + Σ(q·P·k − cost)) = TMM1 + Σ(|q|·P·k·MMR − cum)  for P:
+        P = [r·(WB + UPNL1 − Σcost) − (TMM1 − Σcum)] / [Σ|q|·k·MMR − r·Σq·k]
+    which for r = 1 is Binance's LP formula (mechanics.md §3.1). A denominator
+    of 0 means no price solves it (a fully hedged cross symbol).
     """
-    num = (wb - tmm + upnl) * PPM
+    num = ratio * (wb + upnl) - PPM * tmm
     den = 0
     for leg, b in zip(legs, brackets, strict=True):
-        num -= leg.cost * PPM
-        den -= leg.qty * k * PPM
+        num -= ratio * leg.cost
+        den -= ratio * leg.qty * k
         if b is None:
             continue
         if base is MaintenanceBase.MARK_NOTIONAL:
-            # MM charged at the LP notional: + cum on top, |q| × MMR × LP below
-            num += b.cum * PPM
+            # MM charged at the price's own notional: + cum on top, |q| × MMR × P below
+            num += PPM * b.cum
             den += abs(leg.qty) * k * b.mmr
         else:
-            # MM charged on the entry notional: a constant, moved to the numerator
-            num -= ceil_div(abs(leg.cost) * b.mmr, PPM) * PPM - b.cum * PPM
+            # MM charged on the entry notional: a constant, on the TMM side
+            num -= PPM * (ceil_div(abs(leg.cost) * b.mmr, PPM) - b.cum)
     if den < 0:
         num, den = -num, -den
     return num, den
@@ -78,6 +83,7 @@ def _solve(legs: Sequence[Leg], brackets: Sequence[Bracket | None], wb: int, tmm
 
 def _liquidation_ratio(
     legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int, base: MaintenanceBase, mark: int | None,
+    ratio: int = PPM,
 ) -> tuple[int, int]:
     """(num, den) of the LP with consistent brackets; den == 0 or num <= 0: no liquidation price."""
     legs = [leg for leg in legs if leg.qty]
@@ -85,11 +91,11 @@ def _liquidation_ratio(
         return 0, 0
     if base is MaintenanceBase.ENTRY_NOTIONAL:
         brackets = [leg.table.for_notional(abs(leg.cost)) for leg in legs]
-        return _solve(legs, brackets, wb, tmm_other, upnl_other, k, base)
+        return _solve(legs, brackets, wb, tmm_other, upnl_other, k, base, ratio)
     brackets = [leg.table.for_notional(abs(leg.qty) * mark * k if mark else abs(leg.cost)) for leg in legs]
     seen: set[tuple[int, ...]] = set()
     while True:
-        num, den = _solve(legs, brackets, wb, tmm_other, upnl_other, k, base)
+        num, den = _solve(legs, brackets, wb, tmm_other, upnl_other, k, base, ratio)
         if den == 0 or num <= 0:
             return num, den
         # each leg's bracket at its notional at the LP: |q| × k × num / den, floored
@@ -120,13 +126,15 @@ def liquidation_price(
 
 def liquidation_ticks(
     legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int, base: MaintenanceBase,
-    mark: int | None, long: bool,
+    mark: int | None, long: bool, ratio: int = PPM,
 ) -> int:
-    """The LP on the tick grid, rounded toward the mark (a check comes early, never late); 0: none.
+    """The LP (or, with `ratio` < PPM, the margin-call price) on the tick grid; 0: none.
 
-    A long is at risk when the mark falls to its LP, so its LP rounds up; a short's rounds down.
+    Rounded toward the mark so that a check comes early, never late: a long
+    is at risk when the mark falls to its LP, so its LP rounds up; a short's
+    rounds down. The decision itself is always the exact margin ratio.
     """
-    num, den = _liquidation_ratio(legs, wb, tmm_other, upnl_other, k, base, mark)
+    num, den = _liquidation_ratio(legs, wb, tmm_other, upnl_other, k, base, mark, ratio)
     if not den or num <= 0:
         return 0
     return -((-num) // den) if long else num // den
