@@ -57,6 +57,9 @@ from exchange.market import Market
 from exchange.orders import Order
 from exchange.venue import BINANCE, VenueProfile
 
+#: The insurance fund's own account (its futures wallet is the fund's balance).
+FUND_ACCOUNT = 0
+
 #: Binance VIP 0 USDⓈ-M fee rates: maker 0.02%, taker 0.05%.
 DEFAULT_MAKER_FEE_PPM = 200
 DEFAULT_TAKER_FEE_PPM = 500
@@ -79,7 +82,7 @@ class Treasury:
 
     def __init__(self) -> None:
         self.fee_income: dict[str, int] = {}
-        self.insurance: dict[str, int] = {}
+        self.insurance: dict[str, int] = {}  # the fund account's futures wallet (the same dict)
         self.deposits: dict[str, int] = {}  # Σ deposits − Σ withdrawals (the insurance fund's opening included)
 
     def credit(self, ledger: dict[str, int], asset: str, amount: int) -> None:
@@ -103,12 +106,37 @@ class Clearing:
         self.taker_fee_ppm = taker_fee_ppm
         self.accounts: dict[int, Account] = {}
         self.treasury = Treasury()
+        fund = self.fund_account()
         for asset, amount in (insurance_fund or {}).items():
-            self.treasury.credit(self.treasury.insurance, asset, amount)
+            self.treasury.credit(fund.wallet, asset, amount)
             self.treasury.credit(self.treasury.deposits, asset, amount)
         self.markets: dict[str, Market] = {}
         self.assets: set[str] = set()
         self._stamp: Stamp = _unattached
+
+    def fund_account(self) -> Account:
+        """The insurance fund's account (created on first use; its wallet is `treasury.insurance`)."""
+        acct = self.accounts.get(FUND_ACCOUNT)
+        if acct is None:
+            acct = self.accounts[FUND_ACCOUNT] = Account(FUND_ACCOUNT, 0, 0)
+            acct.wallet = self.treasury.insurance
+        return acct
+
+    def stamp(self, m: Market | None) -> tuple[int, int, int]:
+        return self._stamp(m)
+
+    def held(self, asset: str) -> int:
+        """Σ spot and futures wallets (the fund's included) + isolated margins − position costs + fee income.
+
+        Equals `treasury.deposits[asset]` to the atom after every command (the conservation invariant).
+        """
+        total = self.treasury.fee_income.get(asset, 0)
+        for acct in self.accounts.values():
+            total += acct.wallet.get(asset, 0) + acct.spot.get(asset, 0)
+            for pos in acct.positions.values():
+                if self.markets[pos.symbol].instrument.settlement_asset == asset:
+                    total += pos.isolated_margin - pos.cost
+        return total
 
     def attach(self, markets: dict[str, Market], stamp: Stamp) -> None:
         """Called once by the engine: the markets it trades and how to stamp events."""

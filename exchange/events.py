@@ -169,9 +169,92 @@ class AccountConfigUpdated(Event, tag=True):
     taker_fee_ppm: int
 
 
+class MarginCall(Event, tag=True):
+    """A position (isolated) or an account (cross; symbol "") reached the margin-call ratio (default 80%).
+
+    Published once per crossing: again only after the ratio has fallen back below the threshold.
+    """
+
+    account: int
+    symbol: str
+    position_side: PositionSide
+    margin_ratio_ppm: int  # MM / margin balance, ppm (1_000_000 = 100%: liquidation)
+    maintenance_margin: int
+    margin_balance: int
+
+
+class InsuranceFundUpdated(Event, tag=True):
+    """Every inflow and outflow of the insurance fund, with its cause."""
+
+    asset: str
+    delta: int
+    balance: int  # after
+    cause: str  # CLEARANCE_FEE | LEFTOVER_MARGIN | TAKEOVER_LOSS | OFFLOAD_PNL | SHORTFALL | OPENING
+    liquidation_id: int = 0
+    account: int = 0  # the account whose liquidation caused it (0: none)
+    symbol: str = ""
+
+
+class LiquidationRecorded(Event, tag=True):
+    """What a trader asks after a liquidation: one record per liquidated position (partial or full)."""
+
+    liquidation_id: int
+    symbol: str
+    account: int
+    position_side: PositionSide
+    side: str  # LONG | SHORT (the position's direction before it was liquidated)
+    partial: bool
+    margin_mode: MarginMode
+    leverage: int
+    entry_price_num: int  # entry price = num / den ticks (exact)
+    entry_price_den: int
+    trigger_price: int  # the mark that triggered it, ticks
+    bankruptcy_price: int  # ticks
+    qty: int  # lots liquidated in this record
+    qty_book: int  # of which filled in the book
+    qty_insurance: int  # taken over by the insurance fund
+    qty_adl: int  # closed against ADL counterparties
+    execution_notional: int  # Σ price × qty of all its fills, tick·lots (average price = this / qty)
+    loss: int  # realised PnL of the liquidated quantity, atoms (negative: a loss)
+    fee: int  # clearance fee to the insurance fund
+    balance_left: int  # the isolated margin (isolated) or futures wallet (cross) after it
+    insurance_fund_delta: int
+    adl_counterparties: list[tuple[int, int]]  # (account, qty) in the order they were deleveraged
+
+
+class PositionTakenOver(Event, tag=True):
+    """The insurance fund took over what the book did not absorb, at the bankruptcy price."""
+
+    liquidation_id: int
+    symbol: str
+    account: int
+    qty: int  # signed: the position quantity the fund received
+    price: int
+
+
+class AdlExecuted(Event, tag=True):
+    """An opposite-side position closed by auto-deleveraging at the liquidated order's bankruptcy price."""
+
+    liquidation_id: int
+    symbol: str
+    account: int
+    position_side: PositionSide
+    qty: int
+    price: int
+    rank: int  # 1 = first deleveraged
+
+
+class AdlQuantiles(Event, tag=True):
+    """Each open position's ADL quantile (Binance adlQuantile 0..4; lights = quantile + 1), per symbol."""
+
+    symbol: str
+    quantiles: list[tuple[int, PositionSide, int]]  # (account, position side, quantile)
+
+
 AnyEvent = Union[
     OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated,
-    BalanceUpdated, PositionUpdated, AccountConfigUpdated,
+    BalanceUpdated, PositionUpdated, AccountConfigUpdated, MarginCall, InsuranceFundUpdated, LiquidationRecorded,
+    PositionTakenOver, AdlExecuted, AdlQuantiles,
 ]
 
 _json_encoder = msgspec.json.Encoder()

@@ -1,0 +1,55 @@
+"""The insurance fund: one per settlement asset, an account of the exchange's own.
+
+mechanics.md Part 1 "Insurance fund" and "Liquidation process" step 5: the
+fund receives clearance fees and leftover margin, takes over what the book
+did not absorb at the bankruptcy price when it can carry it, and offloads it.
+It is an ordinary account of the clearing (id `FUND_ACCOUNT`), so a position
+it holds is margined and settled like any other; its futures wallet is its
+balance. Every change is an `InsuranceFundUpdated` event with its cause.
+"""
+
+from __future__ import annotations
+
+from exchange.clearing import FUND_ACCOUNT, Clearing
+from exchange.events import Event, InsuranceFundUpdated
+
+
+class InsuranceFund:
+    """The fund's ledger and policy over the clearing's fund account."""
+
+    def __init__(self, clearing: Clearing, floor: dict[str, int] | None = None, max_notional_ppm: int = 1_000_000
+                 ) -> None:
+        self.clearing = clearing
+        self.floor = dict(floor or {})  # ADL starts when a take-over would leave the fund below this
+        self.max_notional_ppm = max_notional_ppm  # the fund's net notional may not exceed this share of its balance
+        self.history: list[InsuranceFundUpdated] = []
+
+    def balance(self, asset: str) -> int:
+        acct = self.clearing.accounts.get(FUND_ACCOUNT)
+        return acct.wallet.get(asset, 0) if acct is not None else 0
+
+    def credit(self, out: list[Event], asset: str, amount: int, cause: str, liquidation_id: int = 0,
+               account: int = 0, symbol: str = "") -> None:
+        """Move `amount` (negative: out) to the fund and publish it; the caller books the other side."""
+        acct = self.clearing.fund_account()
+        acct.wallet[asset] = acct.wallet.get(asset, 0) + amount
+        self.record(out, asset, amount, cause, liquidation_id, account, symbol)
+
+    def record(self, out: list[Event], asset: str, amount: int, cause: str, liquidation_id: int = 0,
+               account: int = 0, symbol: str = "") -> None:
+        """Publish a change of the fund's balance that has already been booked (e.g. by a settlement)."""
+        if not amount:
+            return
+        seq, sseq, ts = self.clearing.stamp(self.clearing.markets.get(symbol) if symbol else None)
+        ev = InsuranceFundUpdated(seq, sseq, ts, asset, amount, self.balance(asset), cause, liquidation_id, account,
+                                  symbol)
+        out.append(ev)
+        self.history.append(ev)
+
+    def can_take_over(self, asset: str, loss_at_mark: int, notional_after: int) -> bool:
+        """mechanics.md step 5: its balance covers the loss at the current mark, and its net notional stays
+        under its limit (default 100% of its balance), and it stays above its floor."""
+        bal = self.balance(asset)
+        if loss_at_mark > bal - self.floor.get(asset, 0):
+            return False
+        return notional_after * 1_000_000 <= bal * self.max_notional_ppm
