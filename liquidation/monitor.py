@@ -1,0 +1,199 @@
+"""The risk monitor: which positions a mark-price tick may have put at risk, without scanning them all.
+
+Units of risk: an isolated position, or a cross account (per settlement
+asset). A unit whose risk sits in one symbol is indexed per symbol and
+direction by its *trigger price*: the price at which its margin ratio reaches
+the margin-call threshold (80% by default; with calls disabled, 100%: the
+liquidation price). The trigger is on the tick grid, rounded toward the mark,
+so a unit is looked at early, never late; the decision itself is always the
+exact integer margin ratio (mechanics.md Part 1 "Units").
+
+- A mark tick looks at the index entries it crossed (longs at or above the
+  mark, shorts at or below): O(log n + crossed).
+- A unit in margin call (ratio ≥ threshold) leaves the index and is re-checked
+  on every tick of its symbol until it is liquidated or recovers: O(called).
+- A cross account holding several symbols cannot be put on one price axis; it
+  is re-checked on every tick of each symbol it holds: O(such accounts holding
+  the symbol). This is the stated cost of cross accounts with several symbols.
+
+Index entries change only when a unit changes (a fill, a margin transfer, a
+funding payment, a wallet change): the caller re-indexes the accounts a
+command touched.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sortedcontainers import SortedList
+
+from exchange.accounts import Account, Position
+from exchange.brackets import PPM
+from exchange.clearing import FUND_ACCOUNT, Clearing
+from exchange.enums import MarginMode, PositionSide
+from exchange.margin import Leg, liquidation_ticks
+
+#: (account, symbol, position side) for an isolated position; (account, "", asset) for a cross account.
+UnitKey = tuple[int, str, str]
+
+_ISOLATED = MarginMode.ISOLATED
+
+
+class Verdict(Enum):
+    SAFE = 0
+    CALL = 1  # margin ratio at or above the call threshold
+    LIQUIDATE = 2  # margin ratio at or above 100%
+
+
+class SymbolRisk:
+    """The per-symbol index: trigger prices of single-symbol units, and the units re-checked every tick."""
+
+    __slots__ = ("called", "longs", "multi", "shorts")
+
+    def __init__(self) -> None:
+        self.longs: SortedList = SortedList()  # (trigger, key): at risk when mark ≤ trigger
+        self.shorts: SortedList = SortedList()  # (trigger, key): at risk when mark ≥ trigger
+        self.called: set[UnitKey] = set()
+        self.multi: set[UnitKey] = set()
+
+
+class RiskMonitor:
+    def __init__(self, clearing: Clearing, call_ratio_ppm: int | None = None) -> None:
+        self.clearing = clearing
+        self.call_ppm = min(call_ratio_ppm if call_ratio_ppm is not None else clearing.profile.margin_call_ratio_ppm,
+                            PPM)
+        self.symbols: dict[str, SymbolRisk] = {}
+        self._entry: dict[UnitKey, tuple[str, bool, int]] = {}  # key -> (symbol, long, trigger)
+        self._places: dict[UnitKey, list[str]] = {}  # key -> symbols whose called/multi sets hold it
+        self.called: set[UnitKey] = set()
+
+    def _sym(self, symbol: str) -> SymbolRisk:
+        s = self.symbols.get(symbol)
+        if s is None:
+            s = self.symbols[symbol] = SymbolRisk()
+        return s
+
+    # ------------------------------------------------------------ units
+    @staticmethod
+    def isolated_key(pos: Position) -> UnitKey:
+        return (pos.account, pos.symbol, pos.position_side.value)
+
+    def units_of(self, acct: Account) -> list[UnitKey]:
+        """The risk units of an account: each open isolated position, and its cross book per asset."""
+        keys: list[UnitKey] = []
+        assets: set[str] = set()
+        for pos in acct.positions.values():
+            if not pos.qty:
+                continue
+            if pos.settings.margin_mode is _ISOLATED:
+                keys.append(self.isolated_key(pos))
+            else:
+                assets.add(self.clearing.markets[pos.symbol].instrument.settlement_asset)
+        keys.extend((acct.id, "", a) for a in sorted(assets))
+        return keys
+
+    def cross_positions(self, acct: Account, asset: str) -> list[Position]:
+        ms = self.clearing.markets
+        return [p for p in acct.positions.values() if p.qty and p.settings.margin_mode is not _ISOLATED
+                and ms[p.symbol].instrument.settlement_asset == asset]
+
+    def ratio(self, key: UnitKey) -> tuple[int, int]:
+        """(maintenance margin, margin balance) of a unit, exact, at current marks."""
+        c = self.clearing
+        acct = c.accounts[key[0]]
+        if key[1]:
+            pos = acct.positions.get((key[1], PositionSide(key[2])))
+            if pos is None or not pos.qty:
+                return 0, 0
+            _, mm, upnl = c.position_figures(pos)
+            return mm, pos.isolated_margin + upnl
+        mm = upnl = 0
+        for pos in self.cross_positions(acct, key[2]):
+            _, p_mm, p_upnl = c.position_figures(pos)
+            mm += p_mm
+            upnl += p_upnl
+        return mm, acct.wallet.get(key[2], 0) + upnl
+
+    def verdict(self, key: UnitKey) -> Verdict:
+        mm, mb = self.ratio(key)
+        if not mm and mb >= 0:
+            return Verdict.SAFE
+        if mm >= mb:  # margin ratio MM / MB ≥ 100% (or MB ≤ 0)
+            return Verdict.LIQUIDATE
+        if mm * PPM >= self.call_ppm * mb:
+            return Verdict.CALL
+        return Verdict.SAFE
+
+    # ------------------------------------------------------------ index
+    def forget(self, key: UnitKey) -> None:
+        entry = self._entry.pop(key, None)
+        if entry is not None:
+            symbol, long, trigger = entry
+            s = self.symbols[symbol]
+            (s.longs if long else s.shorts).remove((trigger, key))
+        for symbol in self._places.pop(key, ()):
+            s = self.symbols[symbol]
+            s.called.discard(key)
+            s.multi.discard(key)
+
+    def reindex_account(self, acct: Account) -> None:
+        """Re-index every unit of an account after it changed (and drop the units it no longer has)."""
+        if acct.id == FUND_ACCOUNT:
+            return
+        live = set(self.units_of(acct))
+        for key in [k for k in list(self._entry) + list(self._places) if k[0] == acct.id and k not in live]:
+            self.forget(key)
+            self.called.discard(key)
+        for key in sorted(live):
+            self.reindex(key)
+
+    def reindex(self, key: UnitKey) -> None:
+        self.forget(key)
+        c = self.clearing
+        acct = c.accounts[key[0]]
+        if key[1]:
+            pos = acct.positions[(key[1], PositionSide(key[2]))]
+            positions = [pos]
+            wb = pos.isolated_margin
+        else:
+            positions = self.cross_positions(acct, key[2])
+            wb = acct.wallet.get(key[2], 0)
+        symbols = sorted({p.symbol for p in positions})
+        if not symbols:
+            self.called.discard(key)
+            return
+        if key in self.called or len(symbols) > 1:
+            for symbol in symbols:
+                s = self._sym(symbol)
+                (s.called if key in self.called else s.multi).add(key)
+            self._places[key] = symbols
+            return
+        symbol = symbols[0]
+        m = c.markets[symbol]
+        legs = [Leg(p.qty, p.cost, c.brackets(symbol)) for p in positions]
+        long = sum(p.qty for p in positions) > 0
+        trigger = liquidation_ticks(legs, wb, 0, 0, m.instrument.atoms_per_tick_lot, c.profile.maintenance_base,
+                                    c.reference_price(m), long, self.call_ppm)
+        if not trigger:
+            return  # e.g. a fully collateralised long: no price puts it at risk
+        s = self._sym(symbol)
+        (s.longs if long else s.shorts).add((trigger, key))
+        self._entry[key] = (symbol, long, trigger)
+
+    def candidates(self, symbol: str, mark: int) -> list[UnitKey]:
+        """Units a mark of `symbol` may have put at or past the call threshold, in a fixed order."""
+        s = self.symbols.get(symbol)
+        if s is None:
+            return []
+        crossed = [key for _, key in s.longs.irange(minimum=(mark,))]
+        crossed += [key for _, key in s.shorts.irange(maximum=(mark + 1,), inclusive=(True, False))]
+        return sorted(set(crossed) | s.called | s.multi)
+
+    def set_called(self, key: UnitKey, called: bool) -> None:
+        if called == (key in self.called):
+            return
+        if called:
+            self.called.add(key)
+        else:
+            self.called.discard(key)
+        self.reindex(key)
