@@ -112,6 +112,9 @@ class Clearing:
             self.treasury.credit(self.treasury.deposits, asset, amount)
         self.markets: dict[str, Market] = {}
         self.assets: set[str] = set()
+        self.touched: set[int] = set()  # accounts changed since the engine last looked (for the risk monitor)
+        self.clearance_fees = 0  # cumulative, atoms (all assets): what liquidations paid the fund as fees
+        self.shortfalls = 0  # cumulative: losses beyond a margin that the fund carried
         self._stamp: Stamp = _unattached
 
     def fund_account(self) -> Account:
@@ -403,33 +406,50 @@ class Clearing:
     # ------------------------------------------------------------ fills
     def settle(self, out: list[Event], m: Market, order: Order, qty: int, price: int, maker: bool,
                trade_id: int) -> None:
-        """Book one side of a fill: position, entry cost, realised PnL, fee, isolated margin; publish it."""
+        """Book one side of a fill in the book; a LIQUIDATION order pays the clearance fee instead."""
         acct = self.accounts[order.account]
+        if order.order_type is OrderType.LIQUIDATION:
+            self.book_fill(out, m, acct, order.position_side, order.side, qty, price, m.instrument.clearance_fee_ppm,
+                           trade_id, PositionReason.LIQUIDATION, liquidation=True)
+        else:
+            self.book_fill(out, m, acct, order.position_side, order.side, qty, price,
+                           acct.maker_fee_ppm if maker else acct.taker_fee_ppm, trade_id, PositionReason.TRADE)
+
+    def book_fill(self, out: list[Event], m: Market, acct: Account, pside: PositionSide, side: Side, qty: int,
+                  price: int, fee_ppm: int, trade_id: int, reason: PositionReason, liquidation: bool = False
+                  ) -> tuple[int, int]:
+        """Book `qty` lots bought or sold at `price` into a position; publish it. Returns (realised PnL, fee).
+
+        Opening moves initial margin into an isolated position; closing
+        realises PnL against exactly the cost removed; the fee rounds up and
+        never exceeds what the margin has left. A liquidation (`liquidation`)
+        keeps an isolated position's margin in place (nothing is released while
+        it is being liquidated) and pays its fee, the clearance fee, to the
+        insurance fund. A loss beyond the margin is the fund's: nobody owes money.
+        """
         ins = m.instrument
         k = ins.atoms_per_tick_lot
         asset = ins.settlement_asset
-        pos = acct.position(ins.symbol, order.position_side)
+        pos = acct.position(ins.symbol, pside)
         settings = pos.settings
         isolated = settings.margin_mode is _ISOLATED
         treasury = self.treasury
-        signed = qty if order.side is _BUY else -qty
+        signed = qty if side is _BUY else -qty
         wallet = acct.wallet.get(asset, 0)
-        pnl = 0
+        pnl = shortfall = 0
         opened = qty
         if pos.qty and (pos.qty > 0) != (signed > 0):
             closed = min(qty, abs(pos.qty))
             opened = qty - closed
             pnl, removed = realized_on_close(pos.qty, pos.cost, closed, price, k)
-            if isolated:
+            if isolated and liquidation:
+                pos.isolated_margin += pnl
+            elif isolated:
                 pos.isolated_margin, to_wallet, shortfall = isolated_reduce(pos.isolated_margin, abs(pos.qty), closed,
                                                                             pnl)
                 wallet += to_wallet
             else:
                 wallet += pnl
-                shortfall = -wallet if wallet < 0 else 0
-                wallet += shortfall
-            if shortfall:  # nobody owes money: the insurance fund carries a loss beyond the margin
-                treasury.credit(treasury.insurance, asset, -shortfall)
             pos.qty += closed if signed > 0 else -closed
             pos.cost -= removed
             pos.realized_pnl += pnl
@@ -441,20 +461,37 @@ class Clearing:
                 move = min(ceil_div(opened * price * k, settings.leverage), max(wallet, 0))
                 wallet -= move
                 pos.isolated_margin += move
-        notional = qty * price * k
-        fee = ceil_div(notional * (acct.maker_fee_ppm if maker else acct.taker_fee_ppm), PPM)
-        fee = min(fee, max(wallet, 0))
-        wallet -= fee
-        treasury.credit(treasury.fee_income, asset, fee)
+        fee = ceil_div(qty * price * k * fee_ppm, PPM)
+        if isolated and liquidation:
+            fee = min(fee, max(pos.isolated_margin, 0))
+            pos.isolated_margin -= fee
+            if pos.isolated_margin < 0:
+                shortfall, pos.isolated_margin = -pos.isolated_margin, 0
+        else:
+            fee = min(fee, max(wallet, 0))
+            wallet -= fee
+        if wallet < 0:
+            shortfall, wallet = shortfall - wallet, 0
         acct.wallet[asset] = wallet
-        if not pos.qty and isolated and pos.isolated_margin:
+        fund = self.fund_account().wallet
+        if liquidation:
+            treasury.credit(fund, asset, fee)
+            self.clearance_fees += fee
+        else:
+            treasury.credit(treasury.fee_income, asset, fee)
+        if shortfall:
+            treasury.credit(fund, asset, -shortfall)
+            self.shortfalls += shortfall
+        if not pos.qty and isolated and pos.isolated_margin and not liquidation:
             # a closed isolated position hands back what is left of its margin
             acct.wallet[asset] += pos.isolated_margin
             pos.isolated_margin = 0
+        self.touched.add(acct.id)
         self.refresh_prices(pos)
-        self._position_event(out, pos, PositionReason.TRADE, pnl, fee, trade_id)
+        self._position_event(out, pos, reason, pnl, fee, trade_id)
         if not isolated or pnl or fee:
             self.refresh_cross(out, acct, asset, skip=pos)
+        return pnl, fee
 
     # ------------------------------------------------------------ account commands
     def _known_asset(self, asset: object) -> bool:

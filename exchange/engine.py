@@ -9,6 +9,7 @@ has passed every check.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from exchange.clearing import Clearing
 from exchange.clock import Clock, VirtualClock
@@ -36,6 +37,7 @@ from exchange.enums import (
     OrderType,
     PositionSide,
     RejectReason,
+    SelfTradePrevention,
     Side,
     TimeInForce,
 )
@@ -67,6 +69,16 @@ _BOTH = PositionSide.BOTH
 _LONG = PositionSide.LONG
 
 
+class RiskHook(Protocol):
+    """The liquidation engine as the engine sees it (liquidation.process.Liquidator)."""
+
+    def after_command(self, out: list[Event]) -> None: ...
+
+    def on_mark(self, m: Market, out: list[Event]) -> None: ...
+
+    def on_time(self, now: int, out: list[Event]) -> None: ...
+
+
 class Engine:
     """Matching for every configured symbol, with validation and events.
 
@@ -96,6 +108,7 @@ class Engine:
             AdvanceClock: self._advance_clock,  # type: ignore[dict-item]
         }
         self.clearing = clearing
+        self.risk: RiskHook | None = None  # the liquidation engine, when one is plugged in
         if clearing is not None:
             clearing.attach(self.markets, self._stamp)
             for cmd_type, method in (
@@ -115,6 +128,8 @@ class Engine:
             self._reject(out, None, 0, type(cmd).__name__, RejectReason.MALFORMED)
         else:
             handler(cmd, out)
+            if self.risk is not None and self.clearing is not None and self.clearing.touched:
+                self.risk.after_command(out)
         return out
 
     def market(self, symbol: str) -> Market:
@@ -484,6 +499,8 @@ class Engine:
         self.seq += 1
         m.seq += 1
         out.append(MarkPriceUpdated(self.seq, m.seq, self.clock.now, m.instrument.symbol, cmd.price))
+        if self.risk is not None:
+            self.risk.on_mark(m, out)
 
     def _advance_clock(self, cmd: AdvanceClock, out: list[Event]) -> None:
         clock = self.clock
@@ -491,6 +508,37 @@ class Engine:
             self._reject(out, None, 0, "AdvanceClock", RejectReason.MALFORMED)
             return
         clock.advance_to(cmd.ts)
+        if self.risk is not None:
+            self.risk.on_time(cmd.ts, out)
+
+    # ------------------------------------------------------------ the liquidation engine's venue
+    def cancel_account_orders(self, out: list[Event], account: int, symbol: str | None,
+                              reason: CancelReason = CancelReason.LIQUIDATION) -> None:
+        """Cancel an account's resting orders in one symbol (or all), releasing the margin they held."""
+        for sym in [symbol] if symbol is not None else sorted(self.markets):
+            m = self.markets[sym]
+            for order in list(m.open_by_account.get(account, {}).values()):
+                self._cancel_resting(out, m, order, reason)
+
+    def send_ioc(self, out: list[Event], m: Market, account: int, position_side: PositionSide, side: Side,
+                 qty: int, price: int, order_type: OrderType) -> tuple[int, int]:
+        """An IOC limit order placed by the exchange itself (liquidation, fund offload): no entry checks.
+
+        Returns (filled lots, Σ price × qty of its fills in tick·lots); the rest expires.
+        """
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        reduce_only = order_type is OrderType.LIQUIDATION
+        order = Order(oid, account, m.instrument.symbol, side, order_type, TimeInForce.IOC, price, qty, qty, 0, 0, "",
+                      reduce_only, SelfTradePrevention.NONE, OrderStatus.NEW, self.clock.now, 0, position_side)
+        seq, sseq, ts = self._stamp(m)
+        out.append(OrderAccepted(seq, sseq, ts, order.symbol, oid, account, "", side, order_type, TimeInForce.IOC,
+                                 price, qty, reduce_only, SelfTradePrevention.NONE, position_side))
+        if m.book.crosses(side, price):
+            self._take(out, m, order, price)
+        if order.leaves:
+            self._close_unfilled(out, m, order, _IOC_REMAINDER)
+        return order.filled, order.notional_filled
 
 
 def client_order_id_valid(client_order_id: str) -> bool:

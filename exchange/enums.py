@@ -21,6 +21,7 @@ class Side(StrEnum):
 class OrderType(StrEnum):
     LIMIT = "LIMIT"
     MARKET = "MARKET"
+    LIQUIDATION = "LIQUIDATION"  # an IOC the liquidation engine sends at the bankruptcy price (Binance o=LIQUIDATION)
 
 
 class TimeInForce(StrEnum):
@@ -55,6 +56,8 @@ class CancelReason(StrEnum):
     IOC_REMAINDER = "IOC_REMAINDER"  # IOC or MARKET found no more liquidity
     SELF_TRADE = "SELF_TRADE"  # self-trade prevention expired it
     REDUCE_ONLY = "REDUCE_ONLY"  # a reduce-only order that could no longer only reduce
+    LIQUIDATION = "LIQUIDATION"  # cancelled by the liquidation engine to free the margin it held
+    ADL = "ADL"  # cancelled because auto-deleveraging closed the position it was for
 
     @property
     def status(self) -> OrderStatus:
@@ -66,6 +69,8 @@ _CANCEL_STATUS = {
     CancelReason.IOC_REMAINDER: OrderStatus.EXPIRED,
     CancelReason.SELF_TRADE: OrderStatus.EXPIRED_IN_MATCH,
     CancelReason.REDUCE_ONLY: OrderStatus.EXPIRED,
+    CancelReason.LIQUIDATION: OrderStatus.CANCELED,
+    CancelReason.ADL: OrderStatus.CANCELED,
 }
 
 

@@ -41,6 +41,7 @@ class Instrument(msgspec.Struct, kw_only=True):
     band_up: str = "0.05"  # PERCENT_PRICE multiplierUp - 1: a buy may not be priced above mark × 1.05
     band_down: str = "0.05"  # 1 - multiplierDown: a sell may not be priced below mark × 0.95
     max_open_orders: int = 200  # MAX_NUM_ORDERS per account; 0 = no limit
+    clearance_fee: str = "0.01"  # liquidation clearance fee rate, to the insurance fund (mechanics.md step 4)
     atom: str = str(USDT_ATOM)
 
     # Derived integers, filled in by __post_init__.
@@ -56,6 +57,7 @@ class Instrument(msgspec.Struct, kw_only=True):
     min_notional_atoms: int = 0
     band_up_num: int = 0  # band as a fraction num / BAND_DEN
     band_down_num: int = 0
+    clearance_fee_ppm: int = 0
 
     def __post_init__(self) -> None:
         self.tick = Decimal(self.tick_size)
@@ -73,6 +75,7 @@ class Instrument(msgspec.Struct, kw_only=True):
         self.min_notional_atoms = self.money_atoms(self.min_notional)
         self.band_up_num = int(Decimal(self.band_up) * BAND_DEN)
         self.band_down_num = int(Decimal(self.band_down) * BAND_DEN)
+        self.clearance_fee_ppm = int(Decimal(self.clearance_fee) * 1_000_000)
 
     # Edges: decimal strings <-> integers. Off-grid values raise GridError.
     def price_ticks(self, value: str | int | Decimal) -> int:
