@@ -11,6 +11,7 @@ from typing import Union
 
 import msgspec
 
+from exchange.conditional import StopType, WorkingType
 from exchange.enums import (
     MarginMode,
     OrderType,
@@ -39,6 +40,39 @@ class PlaceOrder(Command, tag=True):
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER
     position_side: PositionSide = PositionSide.BOTH  # LONG or SHORT in hedge mode
+
+
+class PlaceStopOrder(Command, tag=True):
+    """A conditional order (Binance algo order): placed in the book when its trigger is reached.
+
+    STOP/TAKE_PROFIT need `price` (the limit); *_MARKET send a market order.
+    `close_position` closes the whole position at trigger (qty ignored).
+    A trailing stop uses `callback_ppm` (1_000 = 0.1% .. 100_000 = 10%) and
+    an optional `activation_price`.
+    """
+
+    account: int
+    symbol: str
+    side: Side
+    stop_type: StopType
+    trigger_price: int = 0  # ticks; not used by a trailing stop
+    qty: int = 0
+    price: int = 0
+    working_type: WorkingType = WorkingType.CONTRACT_PRICE
+    tif: TimeInForce = TimeInForce.GTC
+    reduce_only: bool = False
+    close_position: bool = False
+    position_side: PositionSide = PositionSide.BOTH
+    client_order_id: str = ""
+    callback_ppm: int = 0
+    activation_price: int = 0
+
+
+class CancelStopOrder(Command, tag=True):
+    account: int
+    symbol: str
+    stop_id: int = 0
+    client_order_id: str = ""
 
 
 class CancelOrder(Command, tag=True):
@@ -161,5 +195,5 @@ class SetFeeTier(Command, tag=True):
 AnyCommand = Union[
     PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock,
     Deposit, Withdraw, Transfer, SetLeverage, SetMarginMode, SetPositionMode, AdjustIsolatedMargin,
-    SetAutoMarginAddition, SetFeeTier,
+    SetAutoMarginAddition, SetFeeTier, PlaceStopOrder, CancelStopOrder,
 ]

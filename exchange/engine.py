@@ -19,9 +19,11 @@ from exchange.commands import (
     AmendOrder,
     CancelAll,
     CancelOrder,
+    CancelStopOrder,
     Command,
     Deposit,
     PlaceOrder,
+    PlaceStopOrder,
     SetAutoMarginAddition,
     SetFeeTier,
     SetLeverage,
@@ -30,6 +32,15 @@ from exchange.commands import (
     SetPositionMode,
     Transfer,
     Withdraw,
+)
+from exchange.conditional import (
+    CALLBACK_MAX_PPM,
+    CALLBACK_MIN_PPM,
+    ConditionalOrder,
+    StopType,
+    WorkingType,
+    crossed,
+    trail,
 )
 from exchange.enums import (
     CancelReason,
@@ -48,6 +59,9 @@ from exchange.events import (
     OrderAmended,
     OrderCanceled,
     OrderRejected,
+    StopOrderAccepted,
+    StopOrderCanceled,
+    StopTriggered,
     Trade,
 )
 from exchange.instrument import Instrument, default_instruments
@@ -106,7 +120,13 @@ class Engine:
             AmendOrder: self._amend,  # type: ignore[dict-item]
             SetMarkPrice: self._set_mark,  # type: ignore[dict-item]
             AdvanceClock: self._advance_clock,  # type: ignore[dict-item]
+            PlaceStopOrder: self._place_stop,  # type: ignore[dict-item]
+            CancelStopOrder: self._cancel_stop,  # type: ignore[dict-item]
         }
+        self.stop_orders: dict[int, ConditionalOrder] = {}  # resting conditional orders by id
+        self.client_stops: dict[tuple[int, str], ConditionalOrder] = {}
+        self.next_stop_id = 1
+        self.max_stop_orders = 10  # Binance MAX_NUM_ALGO_ORDERS per account and symbol
         self.clearing = clearing
         self.risk: RiskHook | None = None  # the liquidation engine, when one is plugged in
         if clearing is not None:
@@ -128,6 +148,8 @@ class Engine:
             self._reject(out, None, 0, type(cmd).__name__, RejectReason.MALFORMED)
         else:
             handler(cmd, out)
+            if self.stop_orders:
+                self._run_contract_stops(out)
             if self.risk is not None and self.clearing is not None and self.clearing.touched:
                 self.risk.after_command(out)
         return out
@@ -499,6 +521,14 @@ class Engine:
         self.seq += 1
         m.seq += 1
         out.append(MarkPriceUpdated(self.seq, m.seq, self.clock.now, m.instrument.symbol, cmd.price))
+        self.on_mark(m, out)
+
+    def on_mark(self, m: Market, out: list[Event]) -> None:
+        """A new mark price: mark-price stops fire first (a trader's stop-loss gets its chance), then the risk
+        monitor looks at the positions the mark may have put at risk."""
+        if self.stop_orders:
+            self._fire_stops(out, m, WorkingType.MARK_PRICE, m.mark_price)
+            self._run_contract_stops(out)
         if self.risk is not None:
             self.risk.on_mark(m, out)
 
@@ -510,6 +540,167 @@ class Engine:
         clock.advance_to(cmd.ts)
         if self.risk is not None:
             self.risk.on_time(cmd.ts, out)
+
+    # ------------------------------------------------------------ conditional orders
+    def _place_stop(self, cmd: PlaceStopOrder, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "PlaceStopOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
+            return
+        try:
+            reason = self._check_stop(m, cmd)
+        except Exception:  # wrong-typed fields: reject, never crash
+            reason = RejectReason.MALFORMED
+        if reason is not None:
+            self._reject(out, m, cmd.account, "PlaceStopOrder", reason, cmd.client_order_id)
+            return
+        stop = ConditionalOrder(
+            self.next_stop_id, cmd.account, m.instrument.symbol, cmd.side, cmd.stop_type, cmd.working_type,
+            cmd.trigger_price, 0 if cmd.close_position else cmd.qty, cmd.price, cmd.tif,
+            cmd.reduce_only or cmd.close_position, cmd.close_position, cmd.position_side, cmd.client_order_id,
+            cmd.callback_ppm, cmd.activation_price,
+        )
+        self.next_stop_id += 1
+        if stop.stop_type is StopType.TRAILING_STOP_MARKET:
+            stop.trigger_price = 0
+            current = self._stop_source_price(m, stop.working_type)
+            if current:
+                trail(stop, current)
+        self.stop_orders[stop.stop_id] = stop
+        if stop.client_order_id:
+            self.client_stops[(stop.account, stop.client_order_id)] = stop
+        m.stops[stop.working_type].add(stop)
+        seq, sseq, ts = self._stamp(m)
+        out.append(StopOrderAccepted(
+            seq, sseq, ts, stop.symbol, stop.stop_id, stop.account, stop.client_order_id, stop.side, stop.stop_type,
+            stop.working_type, stop.trigger_price, stop.qty, stop.price, stop.reduce_only, stop.close_position,
+            stop.position_side, stop.callback_ppm, stop.activation_price,
+        ))
+
+    @staticmethod
+    def _stop_source_price(m: Market, working_type: WorkingType) -> int:
+        return m.mark_price if working_type is WorkingType.MARK_PRICE else m.last_price
+
+    def _check_stop(self, m: Market, cmd: PlaceStopOrder) -> RejectReason | None:
+        ins = m.instrument
+        if cmd.side is not Side.BUY and cmd.side is not Side.SELL:
+            return RejectReason.INVALID_SIDE
+        if type(cmd.stop_type) is not StopType or type(cmd.working_type) is not WorkingType:
+            return RejectReason.INVALID_ORDER_TYPE
+        if type(cmd.close_position) is not bool or type(cmd.reduce_only) is not bool:
+            return RejectReason.MALFORMED
+        reason = check_client_order_id(cmd.client_order_id)
+        if reason is not None:
+            return reason
+        if cmd.client_order_id and (cmd.account, cmd.client_order_id) in self.client_stops:
+            return RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        if not cmd.close_position:
+            if type(cmd.qty) is not int or cmd.qty <= 0:
+                return RejectReason.QTY_NOT_POSITIVE
+            if cmd.qty > (ins.max_market_qty_lots if cmd.stop_type.is_market else ins.max_qty_lots):
+                return RejectReason.QTY_ABOVE_MAX
+        elif not cmd.stop_type.is_market:
+            return RejectReason.REDUCE_ONLY_REJECTED  # closePosition only with the *_MARKET types, as on Binance
+        if not cmd.stop_type.is_market:
+            if type(cmd.price) is not int or cmd.price <= 0:
+                return RejectReason.PRICE_REQUIRED
+            if not ins.min_price_ticks <= cmd.price <= ins.max_price_ticks:
+                return RejectReason.PRICE_BELOW_MIN if cmd.price < ins.min_price_ticks else RejectReason.PRICE_ABOVE_MAX
+        current = self._stop_source_price(m, cmd.working_type)
+        if cmd.stop_type is StopType.TRAILING_STOP_MARKET:
+            if type(cmd.callback_ppm) is not int or not CALLBACK_MIN_PPM <= cmd.callback_ppm <= CALLBACK_MAX_PPM:
+                return RejectReason.INVALID_CALLBACK_RATE
+            if type(cmd.activation_price) is not int or cmd.activation_price < 0:
+                return RejectReason.MALFORMED
+        else:
+            trig = cmd.trigger_price
+            if type(trig) is not int or trig <= 0:
+                return RejectReason.PRICE_REQUIRED
+            if not ins.min_price_ticks <= trig <= ins.max_price_ticks:
+                return RejectReason.PRICE_BELOW_MIN if trig < ins.min_price_ticks else RejectReason.PRICE_ABOVE_MAX
+            probe = ConditionalOrder(0, 0, "", cmd.side, cmd.stop_type, cmd.working_type, trig, 0)
+            if current and crossed(probe, current):
+                return RejectReason.WOULD_IMMEDIATELY_TRIGGER
+        per_account = sum(1 for s in self.stop_orders.values() if s.account == cmd.account and s.symbol == ins.symbol)
+        if per_account >= self.max_stop_orders:
+            return RejectReason.MAX_STOP_ORDERS
+        if self.clearing is not None:
+            acct = self.clearing.accounts.get(cmd.account)
+            if acct is None:
+                return RejectReason.UNKNOWN_ACCOUNT
+            hedge = acct.position_mode.value == "HEDGE"
+            if (cmd.position_side is _BOTH) == hedge:
+                return RejectReason.POSITION_SIDE_MISMATCH
+        elif cmd.position_side is not _BOTH:
+            return RejectReason.POSITION_SIDE_MISMATCH
+        return None
+
+    def _cancel_stop(self, cmd: CancelStopOrder, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None:
+            self._reject(out, None, cmd.account, "CancelStopOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
+            return
+        stop = None
+        if cmd.stop_id and type(cmd.stop_id) is int:
+            stop = self.stop_orders.get(cmd.stop_id)
+        elif cmd.client_order_id and type(cmd.client_order_id) is str:
+            stop = self.client_stops.get((cmd.account, cmd.client_order_id))
+        if stop is None or stop.account != cmd.account or stop.symbol != m.instrument.symbol:
+            self._reject(out, m, cmd.account, "CancelStopOrder", RejectReason.UNKNOWN_ORDER, cmd.client_order_id)
+            return
+        self._drop_stop(m, stop)
+        seq, sseq, ts = self._stamp(m)
+        out.append(StopOrderCanceled(seq, sseq, ts, stop.symbol, stop.stop_id, stop.account, stop.client_order_id,
+                                     CancelReason.USER))
+
+    def _drop_stop(self, m: Market, stop: ConditionalOrder) -> None:
+        m.stops[stop.working_type].remove(stop)
+        del self.stop_orders[stop.stop_id]
+        if stop.client_order_id:
+            self.client_stops.pop((stop.account, stop.client_order_id), None)
+
+    def _run_contract_stops(self, out: list[Event]) -> None:
+        """Last-price stops of every market whose last price moved; a triggered order may move it again."""
+        for _ in range(10_000):
+            moved = [m for m in self.markets.values() if m.last_price and m.last_price != m.stop_checked_last]
+            if not moved:
+                return
+            for m in moved:
+                m.stop_checked_last = m.last_price
+                self._fire_stops(out, m, WorkingType.CONTRACT_PRICE, m.last_price)
+
+    def _fire_stops(self, out: list[Event], m: Market, working_type: WorkingType, price: int) -> None:
+        for stop_id in m.stops[working_type].update(price):
+            stop = self.stop_orders.pop(stop_id)
+            if stop.client_order_id:
+                self.client_stops.pop((stop.account, stop.client_order_id), None)
+            self._trigger(out, m, stop, price)
+
+    def _trigger(self, out: list[Event], m: Market, stop: ConditionalOrder, price: int) -> None:
+        """Place the order a conditional order stands for, and say what became of it."""
+        qty = stop.qty
+        if stop.close_position:
+            qty = self.clearing.closable(_probe_order(stop)) if self.clearing is not None else 0
+        seq, sseq, ts = self._stamp(m)
+        event = StopTriggered(seq, sseq, ts, stop.symbol, stop.stop_id, stop.account, stop.client_order_id,
+                              stop.working_type, stop.trigger_price, price, "PLACED")
+        out.append(event)
+        if qty <= 0:
+            event.outcome, event.reason = "EXPIRED", "NO_POSITION"
+            return
+        cmd = PlaceOrder(
+            account=stop.account, symbol=stop.symbol, side=stop.side, qty=qty,
+            price=0 if stop.stop_type.is_market else stop.price,
+            order_type=OrderType.MARKET if stop.stop_type.is_market else OrderType.LIMIT,
+            tif=stop.tif, reduce_only=stop.reduce_only, position_side=stop.position_side,
+        )
+        first = len(out)
+        self._place(cmd, out)
+        placed = out[first] if len(out) > first else None
+        if isinstance(placed, OrderRejected):
+            event.outcome, event.reason = "REJECTED", placed.reason.value
+        elif isinstance(placed, OrderAccepted):
+            event.order_id = placed.order_id
 
     # ------------------------------------------------------------ the liquidation engine's venue
     def cancel_account_orders(self, out: list[Event], account: int, symbol: str | None,
@@ -539,6 +730,12 @@ class Engine:
         if order.leaves:
             self._close_unfilled(out, m, order, _IOC_REMAINDER)
         return order.filled, order.notional_filled
+
+
+def _probe_order(stop: ConditionalOrder) -> Order:
+    """An Order-shaped view of a conditional order, for the clearing's position queries."""
+    return Order(0, stop.account, stop.symbol, stop.side, OrderType.MARKET, TimeInForce.IOC, 0, 0, 0,
+                 position_side=stop.position_side)
 
 
 def client_order_id_valid(client_order_id: str) -> bool:

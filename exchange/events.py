@@ -13,6 +13,7 @@ from typing import Union
 
 import msgspec
 
+from exchange.conditional import StopType, WorkingType
 from exchange.enums import (
     BalanceReason,
     CancelReason,
@@ -251,10 +252,51 @@ class AdlQuantiles(Event, tag=True):
     quantiles: list[tuple[int, PositionSide, int]]  # (account, position side, quantile)
 
 
+class StopOrderAccepted(Event, tag=True):
+    symbol: str
+    stop_id: int
+    account: int
+    client_order_id: str
+    side: Side
+    stop_type: StopType
+    working_type: WorkingType
+    trigger_price: int  # 0 for a trailing stop until it activates
+    qty: int
+    price: int
+    reduce_only: bool
+    close_position: bool
+    position_side: PositionSide
+    callback_ppm: int
+    activation_price: int
+
+
+class StopOrderCanceled(Event, tag=True):
+    symbol: str
+    stop_id: int
+    account: int
+    client_order_id: str
+    reason: CancelReason
+
+
+class StopTriggered(Event, tag=True):
+    """A conditional order's trigger was reached: what became of it (PLACED, REJECTED or EXPIRED)."""
+
+    symbol: str
+    stop_id: int
+    account: int
+    client_order_id: str
+    working_type: WorkingType
+    trigger_price: int
+    price: int  # the mark or last price that reached it
+    outcome: str
+    order_id: int = 0  # the order it placed (PLACED)
+    reason: str = ""  # the reject reason (REJECTED) or why it expired (EXPIRED)
+
+
 AnyEvent = Union[
     OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated,
     BalanceUpdated, PositionUpdated, AccountConfigUpdated, MarginCall, InsuranceFundUpdated, LiquidationRecorded,
-    PositionTakenOver, AdlExecuted, AdlQuantiles,
+    PositionTakenOver, AdlExecuted, AdlQuantiles, StopOrderAccepted, StopOrderCanceled, StopTriggered,
 ]
 
 _json_encoder = msgspec.json.Encoder()

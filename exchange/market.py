@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from exchange.book import OrderBook
+from exchange.conditional import TriggerIndex, WorkingType
 from exchange.instrument import Instrument
 from exchange.orders import Order
 
@@ -10,7 +11,8 @@ from exchange.orders import Order
 class Market:
     """One symbol: its instrument, book, counters and reference prices."""
 
-    __slots__ = ("instrument", "book", "seq", "trade_seq", "last_price", "mark_price", "open_by_account")
+    __slots__ = ("book", "instrument", "last_price", "mark_price", "open_by_account", "seq", "stop_checked_last",
+                 "stops", "trade_seq")
 
     def __init__(self, instrument: Instrument) -> None:
         self.instrument = instrument
@@ -20,3 +22,5 @@ class Market:
         self.last_price = 0  # ticks; 0 until the first trade
         self.mark_price = 0  # ticks; 0 until set
         self.open_by_account: dict[int, dict[int, Order]] = {}  # account -> order id -> open order
+        self.stops = {WorkingType.MARK_PRICE: TriggerIndex(), WorkingType.CONTRACT_PRICE: TriggerIndex()}
+        self.stop_checked_last = 0  # the last price the CONTRACT_PRICE stops were last checked against
