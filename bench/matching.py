@@ -1,0 +1,234 @@
+"""Matching throughput: a seeded workload through the full engine and through the minimal one.
+
+    python -m bench.matching [--shape shallow|deep] [--ops N] [--seed S]
+                             [--workload FILE] [--write-workload FILE]
+                             [--repeat R] [--json]
+
+The workload is generated (or read) first and kept in compact integer columns;
+only the replay is timed. The full engine gets every operation as a msgspec
+command Struct (PlaceOrder / CancelOrder), built inside the timed loop as a
+gateway would build it, and answers with its events; the harness reads the
+first event of a place (the engine's order id, mapped from the workload's oid)
+and of a cancel (to count rejects), and the trades of an aggressive order (for
+the traded quantity). The minimal engine (bench/minimal.py) gets the same
+operations as plain integers. Orders are spread over 64 accounts (account =
+oid % 64 + 1) with the engine's default self-trade prevention.
+
+With --repeat R both engines replay the workload R times, alternately, each
+time from an empty book; the figures are medians (a shared machine is noisy).
+Peak RSS is the process's high-water mark (getrusage), workload included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from array import array
+from pathlib import Path
+
+from bench.minimal import FloorEngine, MinimalEngine
+from bench.workload import (
+    ACCOUNTS,
+    CANCEL,
+    CROSSING,
+    PASSIVE,
+    SHAPES,
+    Workload,
+    generate,
+    read_workload,
+    write_workload,
+)
+from exchange.commands import CancelOrder, PlaceOrder
+from exchange.engine import Engine
+from exchange.enums import OrderType, Side
+from exchange.events import OrderRejected, Trade
+
+SYMBOL = "BTCUSDT"
+_SIDES = (Side.BUY, Side.SELL)
+_MARKET = OrderType.MARKET
+
+
+def run_full(workload: Workload) -> dict[str, int | float]:
+    """Replay `workload` through a fresh Engine; return timing and counts."""
+    engine = Engine()
+    apply = engine.apply
+    ids = array("q", bytes(8 * (workload.max_oid() + 1)))  # workload oid -> engine order id
+    sides = _SIDES
+    events = rejects = traded = 0
+    gc.collect()
+    t0 = time.perf_counter()
+    for t, oid, side, price, qty in workload:
+        account = oid % ACCOUNTS + 1
+        if t == PASSIVE:
+            out = apply(PlaceOrder(account=account, symbol=SYMBOL, side=sides[side], qty=qty, price=price))
+            ids[oid] = out[0].order_id  # 0 if it was rejected
+        elif t == CANCEL:
+            out = apply(CancelOrder(account=account, symbol=SYMBOL, order_id=ids[oid]))
+            if type(out[0]) is OrderRejected:
+                rejects += 1
+        else:
+            if t == CROSSING:
+                cmd = PlaceOrder(account=account, symbol=SYMBOL, side=sides[side], qty=qty, price=price)
+            else:
+                cmd = PlaceOrder(account=account, symbol=SYMBOL, side=sides[side], qty=qty, order_type=_MARKET)
+            out = apply(cmd)
+            ids[oid] = out[0].order_id
+            for ev in out:
+                if type(ev) is Trade:
+                    traded += ev.qty
+        events += len(out)
+    seconds = time.perf_counter() - t0
+    m = engine.market(SYMBOL)
+    places = len(workload) - workload.types.count(CANCEL)
+    return {
+        "seconds": seconds,
+        "events": events,
+        "fills": m.trade_seq,
+        "traded_qty": traded,
+        "resting_orders": len(engine.orders),
+        "rejects": rejects + places - (engine.next_order_id - 1),
+    }
+
+
+def run_minimal(workload: Workload, engine_type: type[MinimalEngine] | type[FloorEngine] = MinimalEngine,
+                ) -> dict[str, int | float]:
+    """Replay `workload` through a fresh minimal engine (bench/minimal.py)."""
+    engine = engine_type()
+    place, cancel = engine.place, engine.cancel
+    gc.collect()
+    t0 = time.perf_counter()
+    for t, oid, side, price, qty in workload:
+        if t == CANCEL:
+            cancel(oid)
+        else:
+            place(oid, oid % ACCOUNTS + 1, side, price, qty)  # a market order's price is 0
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "fills": engine.fills,
+        "traded_qty": engine.traded_qty,
+        "resting_orders": engine.resting(),
+        "unknown_cancels": engine.unknown_cancels,
+    }
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux (bytes on macOS).
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def benchmark(workload: Workload, repeat: int = 1) -> dict[str, object]:
+    """Replay the three engines `repeat` times, in turn; medians, and the checks that they agree."""
+    n = len(workload)
+    fulls, minis, floors = [], [], []
+    for _ in range(repeat):
+        fulls.append(run_full(workload))
+        minis.append(run_minimal(workload, MinimalEngine))
+        floors.append(run_minimal(workload, FloorEngine))
+    full = fulls[-1]
+    for other, name in ((minis[-1], "minimal"), (floors[-1], "floor")):
+        for key in ("fills", "traded_qty", "resting_orders"):
+            if full[key] != other[key]:
+                raise AssertionError(f"engines disagree on {key}: full {full[key]}, {name} {other[key]}")
+    full_rates = [n / r["seconds"] for r in fulls]
+    mini_rates = [n / r["seconds"] for r in minis]
+    floor_rates = [n / r["seconds"] for r in floors]
+    seconds = statistics.median(r["seconds"] for r in fulls)
+    return {
+        "ops": n,
+        "seconds": round(seconds, 3),
+        "ops_per_sec": round(statistics.median(full_rates)),
+        "minimal_ops_per_sec": round(statistics.median(mini_rates)),
+        # Ratios run by run (the engines of one run share the machine's mood), then the median.
+        "ratio_vs_minimal": round(statistics.median(f / m for f, m in zip(full_rates, mini_rates, strict=True)), 3),
+        "floor_ops_per_sec": round(statistics.median(floor_rates)),
+        "ratio_vs_floor": round(statistics.median(f / m for f, m in zip(full_rates, floor_rates, strict=True)), 3),
+        "runs_ops_per_sec": [round(r) for r in full_rates],
+        "runs_minimal_ops_per_sec": [round(r) for r in mini_rates],
+        "runs_floor_ops_per_sec": [round(r) for r in floor_rates],
+        "events": full["events"],
+        "fills": full["fills"],
+        "traded_qty": full["traded_qty"],
+        "resting_orders": full["resting_orders"],
+        "rejects": full["rejects"],
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.matching", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="shallow")
+    parser.add_argument("--ops", type=int, default=1_000_000, help="operations to generate (default 1,000,000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workload", metavar="FILE", help="replay this workload file instead of generating one")
+    parser.add_argument("--write-workload", metavar="FILE", help="also write the workload to FILE")
+    parser.add_argument("--repeat", type=int, default=1, help="replays of each engine; medians reported")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    t0 = time.perf_counter()
+    if args.workload:
+        workload = read_workload(args.workload)
+        shape = f"file:{Path(args.workload).name}"
+    else:
+        workload = generate(args.shape, args.ops, args.seed)
+        shape = args.shape
+    gen_seconds = time.perf_counter() - t0
+    if args.write_workload:
+        write_workload(workload, args.write_workload)
+    result: dict[str, object] = {"shape": shape, "seed": None if args.workload else args.seed}
+    result.update(benchmark(workload, args.repeat))
+    result["mix"] = {k: round(v, 4) for k, v in workload.mix().items()}
+    result["book"] = workload.stats
+    result["workload_seconds"] = round(gen_seconds, 2)
+    result["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    result["cpu"] = f"{cpu_model()} ×{_cpu_count()}"
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"shape {shape}, {result['ops']:,} ops, {result['python']}, {result['cpu']}")
+    mix = result["mix"]
+    print("mix: " + ", ".join(f"{k} {v:.1%}" for k, v in mix.items()))  # type: ignore[union-attr]
+    if workload.stats:
+        st = workload.stats
+        print(f"book (2nd half, model): resting {st['resting_min']}..{st['resting_max']} "
+              f"(mean {st['resting_mean']}) on ~{st['levels_mean']} levels")
+    print(f"full engine:    {result['ops_per_sec']:>10,} ops/s  ({result['seconds']} s; "
+          f"runs {', '.join(f'{r:,}' for r in result['runs_ops_per_sec'])})")  # type: ignore[attr-defined]
+    print(f"minimal engine: {result['minimal_ops_per_sec']:>10,} ops/s  (the engine's OrderBook, no validation/events)"
+          f"  ratio full/minimal {result['ratio_vs_minimal']}")
+    print(f"floor engine:   {result['floor_ops_per_sec']:>10,} ops/s  (lean dict+SortedList+deque)"
+          f"  ratio full/floor {result['ratio_vs_floor']}")
+    print(f"events {result['events']:,}, fills {result['fills']:,}, traded {result['traded_qty']:,} lots, "
+          f"resting at end {result['resting_orders']:,}, rejects {result['rejects']}")
+    print(f"peak RSS {result['peak_rss_mib']} MiB")
+    return 0
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
