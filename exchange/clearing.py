@@ -42,7 +42,15 @@ from exchange.enums import (
     Side,
     WalletKind,
 )
-from exchange.events import AccountConfigUpdated, BalanceUpdated, Event, PositionUpdated
+from exchange.events import (
+    AccountConfigUpdated,
+    BalanceUpdated,
+    Event,
+    FundingPayment,
+    FundingSettled,
+    PositionUpdated,
+)
+from exchange.funding import funding_payments
 from exchange.margin import (
     Leg,
     bankruptcy_ticks,
@@ -492,6 +500,63 @@ class Clearing:
         if not isolated or pnl or fee:
             self.refresh_cross(out, acct, asset, skip=pos)
         return pnl, fee
+
+    # ------------------------------------------------------------ funding
+    def settle_funding(self, out: list[Event], m: Market, rate: int, funding_time: int) -> FundingSettled:
+        """Pay funding between every position open in the symbol now, at the mark (mechanics.md §1.3).
+
+        Payers' amounts round up and receivers' down (`funding_payments`); the
+        remainder goes to fee income. A payer pays from its futures wallet
+        (cross) or isolated margin (isolated); what it cannot pay the insurance
+        fund pays for it, so receivers are paid in full and no balance goes
+        below zero. Every position gets a FundingPayment event.
+        """
+        ins = m.instrument
+        symbol = ins.symbol
+        asset = ins.settlement_asset
+        mark = self.reference_price(m)
+        positions = sorted((p for p in self.all_positions() if p.symbol == symbol and p.qty),
+                           key=lambda p: (p.account, p.position_side.value))
+        settlement = funding_payments([p.qty for p in positions], mark, rate, ins.atoms_per_tick_lot)
+        # first what each pays or gets (a payer pays at most its balance), then the summary, then the payments
+        plan: list[tuple[Position, int, int]] = []  # (position, amount applied, balance after)
+        paid = received = shortfall = 0
+        for pos, amount in zip(positions, settlement.payments, strict=True):
+            acct = self.accounts[pos.account]
+            balance = pos.isolated_margin if pos.settings.margin_mode is _ISOLATED else acct.wallet.get(asset, 0)
+            if amount < 0:
+                paid -= amount
+                short = max(0, -amount - max(balance, 0))
+                shortfall += short
+                amount += short
+            else:
+                received += amount
+            plan.append((pos, amount, balance + amount))
+        seq, sseq, ts = self._stamp(m)
+        summary = FundingSettled(seq, sseq, ts, symbol, funding_time, rate, mark, len(positions), paid, received,
+                                 settlement.remainder, shortfall)
+        out.append(summary)
+        for pos, amount, balance in plan:
+            acct = self.accounts[pos.account]
+            if pos.settings.margin_mode is _ISOLATED:
+                pos.isolated_margin = balance
+            else:
+                acct.wallet[asset] = balance
+            self.touched.add(acct.id)
+            seq, sseq, ts = self._stamp(m)
+            out.append(FundingPayment(seq, sseq, ts, symbol, acct.id, pos.position_side, pos.qty, amount, balance,
+                                      funding_time))
+        self.treasury.credit(self.treasury.fee_income, asset, settlement.remainder)
+        if shortfall:
+            self.treasury.credit(self.fund_account().wallet, asset, -shortfall)
+            self.shortfalls += shortfall
+        for acct_id in sorted({p.account for p in positions}):
+            acct = self.accounts[acct_id]
+            for pos in acct.positions.values():
+                if pos.symbol == symbol and pos.qty and pos.settings.margin_mode is _ISOLATED:
+                    self.refresh_prices(pos)
+            self.refresh_cross(out, acct, asset)
+        return summary
 
     # ------------------------------------------------------------ account commands
     def _known_asset(self, asset: object) -> bool:

@@ -113,6 +113,13 @@ class SetMarkPrice(Command, tag=True):
     price: int
 
 
+class UpdateIndex(Command, tag=True):
+    """New prices of a symbol's index sources: (venue, weight, price in ticks or None when the source is down)."""
+
+    symbol: str
+    sources: list[tuple[str, int, int | None]]
+
+
 class AdvanceClock(Command, tag=True):
     """Move virtual time forward to `ts` (milliseconds); never backward."""
 
@@ -193,7 +200,7 @@ class SetFeeTier(Command, tag=True):
 
 
 AnyCommand = Union[
-    PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock,
+    PlaceOrder, CancelOrder, CancelAll, AmendOrder, SetMarkPrice, AdvanceClock, UpdateIndex,
     Deposit, Withdraw, Transfer, SetLeverage, SetMarginMode, SetPositionMode, AdjustIsolatedMargin,
     SetAutoMarginAddition, SetFeeTier, PlaceStopOrder, CancelStopOrder,
 ]

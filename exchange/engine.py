@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from exchange.brackets import default_table
 from exchange.clearing import Clearing
 from exchange.clock import Clock, VirtualClock
 from exchange.commands import (
@@ -31,6 +32,7 @@ from exchange.commands import (
     SetMarkPrice,
     SetPositionMode,
     Transfer,
+    UpdateIndex,
     Withdraw,
 )
 from exchange.conditional import (
@@ -54,18 +56,23 @@ from exchange.enums import (
 )
 from exchange.events import (
     Event,
+    IndexPriceUpdated,
     MarkPriceUpdated,
     OrderAccepted,
     OrderAmended,
     OrderCanceled,
     OrderRejected,
+    PremiumIndexSampled,
     StopOrderAccepted,
     StopOrderCanceled,
     StopTriggered,
     Trade,
 )
+from exchange.funding import DEFAULT_FUNDING_PARAMS, FundingParams, FundingSchedule
+from exchange.index_price import IndexSource
 from exchange.instrument import Instrument, default_instruments
 from exchange.market import Market
+from exchange.market_data import FUNDING, PREMIUM, MarketData, boundaries
 from exchange.orders import Order
 from exchange.validation import check_amend, check_client_order_id, check_order
 
@@ -103,7 +110,8 @@ class Engine:
 
     def __init__(
         self, instruments: Iterable[Instrument] | None = None, clock: Clock | None = None,
-        clearing: Clearing | None = None,
+        clearing: Clearing | None = None, funding_schedule: FundingSchedule | None = None,
+        funding_params: FundingParams = DEFAULT_FUNDING_PARAMS,
     ) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.markets: dict[str, Market] = {}
@@ -121,6 +129,7 @@ class Engine:
             SetMarkPrice: self._set_mark,  # type: ignore[dict-item]
             AdvanceClock: self._advance_clock,  # type: ignore[dict-item]
             PlaceStopOrder: self._place_stop,  # type: ignore[dict-item]
+            UpdateIndex: self._update_index,  # type: ignore[dict-item]
             CancelStopOrder: self._cancel_stop,  # type: ignore[dict-item]
         }
         self.stop_orders: dict[int, ConditionalOrder] = {}  # resting conditional orders by id
@@ -138,6 +147,10 @@ class Engine:
                 (SetAutoMarginAddition, clearing.set_auto_add), (SetFeeTier, clearing.set_fee_tier),
             ):
                 self._handlers[cmd_type] = self._account_command(method)
+        for symbol, m in self.markets.items():
+            ins = m.instrument
+            table = clearing.brackets(symbol) if clearing is not None else default_table(symbol, ins.money_atom)
+            m.data = MarketData(ins, table, funding_schedule, funding_params)
 
     # ------------------------------------------------------------------ API
     def apply(self, cmd: Command) -> list[Event]:
@@ -517,11 +530,7 @@ class Engine:
         if type(cmd.price) is not int or cmd.price <= 0:
             self._reject(out, m, 0, "SetMarkPrice", RejectReason.PRICE_REQUIRED)
             return
-        m.mark_price = cmd.price
-        self.seq += 1
-        m.seq += 1
-        out.append(MarkPriceUpdated(self.seq, m.seq, self.clock.now, m.instrument.symbol, cmd.price))
-        self.on_mark(m, out)
+        self._publish_mark(out, m, cmd.price)
 
     def on_mark(self, m: Market, out: list[Event]) -> None:
         """A new mark price: mark-price stops fire first (a trader's stop-loss gets its chance), then the risk
@@ -533,13 +542,74 @@ class Engine:
             self.risk.on_mark(m, out)
 
     def _advance_clock(self, cmd: AdvanceClock, out: list[Event]) -> None:
+        """Move virtual time, stopping at every premium sample, funding time and mark tick on the way."""
         clock = self.clock
         if type(cmd.ts) is not int or cmd.ts < clock.now or not isinstance(clock, VirtualClock):
             self._reject(out, None, 0, "AdvanceClock", RejectReason.MALFORMED)
             return
+        steps = []
+        for symbol, m in self.markets.items():
+            if m.data is not None and m.data.live:
+                steps += [(t, kind, symbol) for t, kind in boundaries(clock.now, cmd.ts, m.data.schedule)]
+        steps.sort()
+        for t, kind, symbol in steps:
+            clock.advance_to(t)
+            self._market_data_step(out, self.markets[symbol], kind, t)
         clock.advance_to(cmd.ts)
         if self.risk is not None:
             self.risk.on_time(cmd.ts, out)
+
+    def _market_data_step(self, out: list[Event], m: Market, kind: int, t: int) -> None:
+        data = m.data
+        assert data is not None
+        book = m.book
+        if kind == PREMIUM:
+            bids = [(lv.price, lv.qty) for lv in book.bids.by_priority()]
+            asks = [(lv.price, lv.qty) for lv in book.asks.by_priority()]
+            premium = data.funding.sample(data.index_price, bids, asks)
+            seq, sseq, ts = self._stamp(m)
+            out.append(PremiumIndexSampled(seq, sseq, ts, m.instrument.symbol, premium, data.funding.predicted_rate()))
+        elif kind == FUNDING:
+            rate = data.funding.settle()
+            if self.clearing is not None and (m.mark_price or m.last_price):
+                self.clearing.settle_funding(out, m, rate, t)
+        else:
+            data.mark_model.sample_basis(t, data.index_price, book.best_bid(), book.best_ask())
+            mark = data.mark_model.mark_at(t, data.index_price, m.last_price or None, data.funding.last_rate,
+                                           data.schedule.next_funding_time(t))
+            if mark != m.mark_price:
+                self._publish_mark(out, m, mark)
+
+    def _publish_mark(self, out: list[Event], m: Market, mark: int) -> None:
+        m.mark_price = mark
+        data = m.data
+        seq, sseq, ts = self._stamp(m)
+        if data is not None and data.live:
+            out.append(MarkPriceUpdated(seq, sseq, ts, m.instrument.symbol, mark, data.index_price,
+                                        data.funding.predicted_rate(), data.schedule.next_funding_time(ts)))
+        else:
+            out.append(MarkPriceUpdated(seq, sseq, ts, m.instrument.symbol, mark))
+        self.on_mark(m, out)
+
+    def _update_index(self, cmd: UpdateIndex, out: list[Event]) -> None:
+        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        if m is None or m.data is None:
+            self._reject(out, None, 0, "UpdateIndex", RejectReason.UNKNOWN_SYMBOL)
+            return
+        try:
+            sources = [IndexSource(str(v), int(w), p) for v, w, p in cmd.sources]
+            ok = all(type(s.weight) is int and s.weight >= 0 and (s.price_ticks is None or
+                     (type(s.price_ticks) is int and s.price_ticks > 0)) for s in sources)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or not sources:
+            self._reject(out, m, 0, "UpdateIndex", RejectReason.MALFORMED)
+            return
+        if m.data.update_sources(sources):
+            seq, sseq, ts = self._stamp(m)
+            out.append(IndexPriceUpdated(seq, sseq, ts, m.instrument.symbol, m.data.index_price))
+            if not m.mark_price and m.data.live:
+                self._publish_mark(out, m, m.data.index_price)  # a first mark at once, not a second later
 
     # ------------------------------------------------------------ conditional orders
     def _place_stop(self, cmd: PlaceStopOrder, out: list[Event]) -> None:

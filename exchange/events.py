@@ -114,8 +114,59 @@ class OrderAmended(Event, tag=True):
 
 
 class MarkPriceUpdated(Event, tag=True):
+    """The mark price (ticks), with the index and funding figures behind it (0 where not modelled).
+
+    `funding_rate` is the estimated rate of the current interval in 1e-12 units
+    (funding.RATE_DEN); `next_funding_time` virtual ms.
+    """
+
     symbol: str
     mark_price: int
+    index_price: int = 0
+    funding_rate: int = 0
+    next_funding_time: int = 0
+
+
+class IndexPriceUpdated(Event, tag=True):
+    symbol: str
+    index_price: int  # 0 when no source has a price
+
+
+class PremiumIndexSampled(Event, tag=True):
+    """A 5 s premium index sample P (1e-12 units) and the funding rate the interval's samples give so far."""
+
+    symbol: str
+    premium: int
+    estimated_rate: int
+
+
+class FundingSettled(Event, tag=True):
+    """A funding time: the rate, and the totals of the payments that follow (FundingPayment events)."""
+
+    symbol: str
+    funding_time: int
+    rate: int  # 1e-12 units; positive: longs pay shorts
+    mark_price: int
+    positions: int
+    paid: int  # Σ paid by payers, atoms (≥ 0)
+    received: int  # Σ received by receivers (≥ 0)
+    remainder: int  # paid − received: to fee income, never lost or created
+    shortfall: int  # what payers could not pay, carried by the insurance fund
+
+
+class FundingPayment(Event, tag=True):
+    """One position's funding: `amount` < 0 paid, > 0 received.
+
+    `balance` is the futures wallet (cross) or the isolated margin (isolated) after it.
+    """
+
+    symbol: str
+    account: int
+    position_side: PositionSide
+    qty: int
+    amount: int
+    balance: int
+    funding_time: int
 
 
 class BalanceUpdated(Event, tag=True):
@@ -297,6 +348,7 @@ AnyEvent = Union[
     OrderAccepted, OrderRejected, Trade, OrderCanceled, OrderAmended, MarkPriceUpdated,
     BalanceUpdated, PositionUpdated, AccountConfigUpdated, MarginCall, InsuranceFundUpdated, LiquidationRecorded,
     PositionTakenOver, AdlExecuted, AdlQuantiles, StopOrderAccepted, StopOrderCanceled, StopTriggered,
+    IndexPriceUpdated, PremiumIndexSampled, FundingSettled, FundingPayment,
 ]
 
 _json_encoder = msgspec.json.Encoder()
