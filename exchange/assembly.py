@@ -13,6 +13,7 @@ from exchange.brackets import BracketTable
 from exchange.clearing import Clearing
 from exchange.clock import Clock
 from exchange.engine import Engine
+from exchange.funding import FundingSchedule
 from exchange.instrument import Instrument
 from exchange.venue import BINANCE, VenueProfile
 from insurance.fund import InsuranceFund
@@ -31,10 +32,11 @@ def build_exchange(
     adl_seed: int = 0,
     adl_interval_ms: int = 30_000,
     margin_call_ratio_ppm: int | None = None,
+    funding_schedule: FundingSchedule | None = None,
 ) -> Engine:
     """A full exchange: matching with margin, liquidations, the insurance fund and ADL."""
     clearing = Clearing(profile=profile, brackets=brackets, insurance_fund=insurance_fund)
-    engine = Engine(instruments, clock, clearing)
+    engine = Engine(instruments, clock, clearing, funding_schedule)
     fund = InsuranceFund(clearing, floor=insurance_floor)
     monitor = RiskMonitor(clearing, margin_call_ratio_ppm)
     engine.risk = Liquidator(clearing, engine, fund, monitor, adl_ranking, adl_seed, adl_interval_ms)

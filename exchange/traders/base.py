@@ -28,7 +28,7 @@ class MarketView:
 
     def index(self, symbol: str) -> int:
         m = self.engine.markets[symbol]
-        return getattr(m, "index_price", 0) or self.mark(symbol)
+        return (m.data.index_price if m.data is not None else 0) or self.mark(symbol)
 
     def best(self, symbol: str, side: Side) -> int | None:
         book = self.engine.markets[symbol].book
@@ -61,14 +61,14 @@ class MarketView:
         return len(self.engine.markets[symbol].open_by_account.get(account, ()))
 
 
+#: Steps a trader keeps trying to open its position before it gives up.
+OPEN_ATTEMPTS = 30
+
+
 class Trader(Protocol):
     """A simulated trader: its account, and the commands it sends at each step."""
 
     account: int
-
-    def setup(self, view: MarketView) -> list[Command]:
-        """Commands sent once before the run (leverage, margin mode, ...)."""
-        ...
 
     def step(self, view: MarketView) -> list[Command]:
         """Commands for this step of virtual time."""
@@ -82,6 +82,3 @@ class SeededTrader:
         self.account = account
         self.symbol = symbol
         self.rng = random.Random(seed * 1_000_003 + account)
-
-    def setup(self, view: MarketView) -> list[Command]:
-        return []

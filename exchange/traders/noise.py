@@ -8,8 +8,10 @@ from exchange.traders.base import MarketView, SeededTrader
 
 
 class NoiseTaker(SeededTrader):
-    """With probability `rate_ppm` / 1e6 per step, a market order of 1..`max_qty` lots; leans into its position's
-    opposite side when its inventory exceeds `max_inventory`, so it does not drift without bound."""
+    """With probability `rate_ppm` / 1e6 per step, a market order of `max_qty`/2..`max_qty` lots.
+
+    It leans into its position's opposite side when its inventory exceeds
+    `max_inventory`, so it does not drift without bound."""
 
     def __init__(self, account: int, symbol: str, seed: int, max_qty: int, rate_ppm: int = 200_000,
                  max_inventory: int = 0) -> None:
@@ -25,6 +27,6 @@ class NoiseTaker(SeededTrader):
         side = Side.BUY if self.rng.randrange(2) else Side.SELL
         if self.max_inventory and abs(inv) >= self.max_inventory:
             side = Side.SELL if inv > 0 else Side.BUY
-        qty = self.rng.randint(1, self.max_qty)
+        qty = self.rng.randint(max(1, self.max_qty // 2), self.max_qty)
         return [PlaceOrder(account=self.account, symbol=self.symbol, side=side, qty=qty,
                            order_type=OrderType.MARKET)]

@@ -4,37 +4,30 @@ from __future__ import annotations
 
 from collections import deque
 
-from exchange.commands import Command, PlaceOrder, PlaceStopOrder, SetLeverage, SetMarginMode
+from exchange.commands import Command, PlaceOrder, PlaceStopOrder
 from exchange.conditional import StopType, WorkingType
-from exchange.enums import MarginMode, OrderType, Side
+from exchange.enums import OrderType, Side
 from exchange.traders.base import MarketView, SeededTrader
 
 
 class TrendFollower(SeededTrader):
-    """Opens a position in the direction of the index's move over `lookback` steps, at `leverage`.
+    """Opens a position in the direction of the index's move over `lookback` steps (at its account's leverage).
 
     With `stop_loss_ppm`, it places a close-position STOP_MARKET on the mark that
     far from entry; without, it holds until liquidated or until the trend
     turns (then it closes and may re-enter).
     """
 
-    def __init__(self, account: int, symbol: str, seed: int, qty: int, leverage: int, lookback: int = 30,
-                 threshold_ppm: int = 2_000, stop_loss_ppm: int = 0, isolated: bool = False) -> None:
+    def __init__(self, account: int, symbol: str, seed: int, qty: int, lookback: int = 30,
+                 threshold_ppm: int = 2_000, stop_loss_ppm: int = 0) -> None:
         super().__init__(account, symbol, seed)
         self.qty = qty
-        self.leverage = leverage
         self.lookback = lookback
         self.threshold = threshold_ppm
         self.stop_loss = stop_loss_ppm
-        self.isolated = isolated
         self.history: deque[int] = deque(maxlen=lookback)
         self.patience = self.rng.randint(0, lookback)
 
-    def setup(self, view: MarketView) -> list[Command]:
-        cmds: list[Command] = [SetLeverage(account=self.account, symbol=self.symbol, leverage=self.leverage)]
-        if self.isolated:
-            cmds.append(SetMarginMode(account=self.account, symbol=self.symbol, margin_mode=MarginMode.ISOLATED))
-        return cmds
 
     def step(self, view: MarketView) -> list[Command]:
         price = view.index(self.symbol)
