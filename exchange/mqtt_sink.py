@@ -1,0 +1,977 @@
+"""The MQTT sink: engine events to an MQTT broker, per event or in batches, at QoS 0 or 1.
+
+Pipeline. `handle` (the sink task) routes every event to its topics
+(exchange/topics.py), encodes it once with msgspec, and either makes one
+message per topic at once (**event** mode) or appends it to the topic's
+pending batch (**batch** mode). A batch is published when it reaches
+`batch_max_events` or `batch_max_bytes`, when it has waited `batch_window`
+seconds, and on close; `batch_window=0` publishes the batches of every engine
+step at the end of that step. Messages go to an outbox; a publisher task
+sends them in order with at most `max_inflight` unacknowledged at once.
+
+Delivery. At QoS 1 a message stays in the sink's buffer until the broker has
+acknowledged it. When the connection drops (broker restart, network), the
+publisher reconnects with exponential back-off (`reconnect_min` doubling up
+to `reconnect_max`), puts the unacknowledged messages back at the head of the
+outbox in their original order, resends them, and logs how long it was down
+and how many messages and events it held. Nothing is lost; a message the
+broker had received just before the drop may arrive twice, with the same
+topic_seq (QoS 1 is at least once): subscribers skip a topic_seq they have
+already seen. At QoS 0 a message counts as sent once written to the socket;
+what the broker had not forwarded when it went down is lost (as QoS 0 says).
+
+Bounds. The outbox holds at most `buffer_events` event copies (an event on
+three topics counts three); when it is full, `handle` waits, so the sink's
+queue fills and its overflow policy applies (block: the engine waits; drop:
+counted gaps, which the sink turns into topic_seq holes and a notice on
+`exchange/system`). On close the sink waits up to `close_timeout` seconds for
+the broker to acknowledge everything, then counts the rest as lost.
+
+Retained. Topics of the streams in topics.RETAINED_STREAMS (mark, funding,
+insurance) are published with the retain flag: a late subscriber gets the
+latest message at once (in batch mode the last event of that batch is the
+current state).
+
+The client library is behind `MqttClient` (connect, publish, lost, close):
+`AiomqttClient` (aiomqtt 2.x, the default) and `PahoClient` (paho-mqtt
+directly) are provided, so another library can be measured by the same sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import math
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Protocol
+
+import msgspec
+
+from exchange.sinks import Chunk, Gap, OverflowPolicy, Sink
+from exchange.topics import (
+    _NEEDS_DICT,
+    DEFAULT_PREFIX,
+    SYSTEM_TOPIC,
+    Codec,
+    Router,
+    TopicState,
+    event_types,
+    routing_fields,
+    view_type,
+)
+
+log = logging.getLogger("exchange.mqtt")
+
+MODES = ("event", "batch")
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int]:
+    """(host, port) of `mqtt://HOST:PORT` (also `HOST:PORT` or `HOST`; the port defaults to 1883)."""
+    if "://" not in url:
+        url = "mqtt://" + url
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("mqtt", "tcp"):
+        raise ValueError(f"unsupported MQTT URL scheme {u.scheme!r} (use mqtt://HOST:PORT)")
+    if not u.hostname:
+        raise ValueError(f"no host in MQTT URL {url!r}")
+    return u.hostname, u.port or 1883
+
+
+# --------------------------------------------------------------------------- clients
+class MqttClient(Protocol):
+    """What the sink needs from an MQTT client: one connection's worth."""
+
+    async def connect(self) -> None:
+        """Connect (raise on failure)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
+        """Send one message; the awaitable completes when the broker acknowledged it (QoS 1) or it was
+        written (QoS 0), and fails or never completes if the connection is lost first."""
+
+    def lost(self) -> asyncio.Future[None]:
+        """A future that completes when the connection drops."""
+
+    async def close(self) -> None:
+        """Disconnect (never raises)."""
+
+
+ClientFactory = Callable[..., MqttClient]
+
+
+class AiomqttClient:
+    """aiomqtt 2.x. Each publish is a task awaiting aiomqtt's `publish`, so several can be in flight."""
+
+    def __init__(self, host: str, port: int, *, client_id: str | None = None, max_inflight: int = 64,
+                 keepalive: int = 30, timeout: float = 10.0) -> None:
+        import aiomqtt
+
+        self._client = aiomqtt.Client(
+            host, port, identifier=client_id, max_inflight_messages=max_inflight, keepalive=keepalive,
+            timeout=timeout, clean_session=True,
+        )
+        self._client.pending_calls_threshold = 1 << 30  # it would log a warning per publish beyond 10 in flight
+
+    async def connect(self) -> None:
+        await self._client.__aenter__()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
+        return asyncio.ensure_future(self._client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf))
+
+    def lost(self) -> asyncio.Future[None]:
+        # aiomqtt 2.x completes this future from paho's on_disconnect (and on socket errors)
+        return self._client._disconnected
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(self._client.__aexit__(None, None, None), 5.0)
+
+
+class PahoClient:
+    """paho-mqtt driven from the asyncio loop directly (for comparison with aiomqtt)."""
+
+    def __init__(self, host: str, port: int, *, client_id: str | None = None, max_inflight: int = 64,
+                 keepalive: int = 30, timeout: float = 10.0) -> None:
+        import paho.mqtt.client as mqtt
+
+        self._mqtt = mqtt
+        self._host, self._port, self._keepalive, self._timeout = host, port, keepalive, timeout
+        self._loop = asyncio.get_running_loop()
+        self._c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=True)
+        self._c.max_inflight_messages_set(max_inflight)
+        self._c.max_queued_messages_set(0)
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._misc: asyncio.Task[None] | None = None
+        self._c.on_connect = self._on_connect
+        self._c.on_disconnect = self._on_disconnect
+        self._c.on_publish = self._on_publish
+        self._c.on_socket_open = lambda c, u, s: self._loop.add_reader(s, self._read)
+        self._c.on_socket_close = lambda c, u, s: self._loop.remove_reader(s)
+        self._c.on_socket_register_write = lambda c, u, s: self._loop.add_writer(s, self._write)
+        self._c.on_socket_unregister_write = lambda c, u, s: self._loop.remove_writer(s)
+
+    def _read(self) -> None:
+        if self._c.loop_read() != self._mqtt.MQTT_ERR_SUCCESS:
+            self._set_lost()
+
+    def _write(self) -> None:
+        if self._c.loop_write() != self._mqtt.MQTT_ERR_SUCCESS:
+            self._set_lost()
+
+    def _set_lost(self) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def _on_connect(self, c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if not self._connected.done():
+            if rc == 0:
+                self._connected.set_result(None)
+            else:
+                self._connected.set_exception(ConnectionError(f"CONNACK {rc}"))
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self._set_lost()
+
+    def _on_publish(self, c: Any, u: Any, mid: int, rc: Any, props: Any = None) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def connect(self) -> None:
+        await self._loop.run_in_executor(None, self._c.connect, self._host, self._port, self._keepalive)
+        self._misc = self._loop.create_task(self._misc_loop())
+        await asyncio.wait_for(asyncio.shield(self._connected), self._timeout)
+
+    async def _misc_loop(self) -> None:
+        while self._c.loop_misc() == self._mqtt.MQTT_ERR_SUCCESS:
+            await asyncio.sleep(1)
+        self._set_lost()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        info = self._c.publish(topic, payload, qos, retain)
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            fut.set_exception(ConnectionError(f"publish failed: rc {info.rc}"))
+            self._set_lost()
+        elif info.is_published():
+            fut.set_result(None)
+        else:
+            self._pending[info.mid] = fut
+        return fut
+
+    def lost(self) -> asyncio.Future[None]:
+        return self._lost
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._c.disconnect()
+        if self._misc is not None:
+            self._misc.cancel()
+        with contextlib.suppress(Exception):
+            sock = self._c.socket()
+            if sock is not None:
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+        self._set_lost()
+
+
+CLIENTS: dict[str, ClientFactory] = {"aiomqtt": AiomqttClient, "paho": PahoClient}
+
+
+# --------------------------------------------------------------------------- configuration
+class MqttConfig(msgspec.Struct, kw_only=True):
+    """Everything the publishing side needs (sent as JSON to the worker process)."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    prefix: str = DEFAULT_PREFIX
+    qos: int = 1
+    mode: str = "batch"
+    payload_format: str = "json"
+    batch_max_events: int = 1000
+    batch_max_bytes: int = 512 * 1024
+    batch_window: float = 0.02
+    max_inflight: int = 0  # 0: 16 in batch mode, 64 in event mode
+    buffer_events: int = 1_000_000
+    reconnect_min: float = 0.05
+    reconnect_max: float = 5.0
+    connect_timeout: float = 10.0
+    close_timeout: float = 60.0
+    client: str = "aiomqtt"
+    client_id: str | None = None
+    event_modules: list[str] = []  # modules defining Event subclasses, imported by the worker
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1):
+            raise ValueError("MQTT QoS must be 0 or 1")
+        if self.mode not in MODES:
+            raise ValueError(f"MQTT mode must be one of {MODES}, not {self.mode!r}")
+        if self.payload_format not in ("json", "msgpack"):
+            raise ValueError(f"payload format must be json or msgpack, not {self.payload_format!r}")
+        parse_mqtt_url(self.url)
+        if not self.max_inflight:
+            self.max_inflight = 16 if self.mode == "batch" else 64
+
+
+class _Msg:
+    __slots__ = ("events", "fut", "payload", "retain", "topic")
+
+    def __init__(self, topic: str, payload: bytes, retain: bool, events: int) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.retain = retain
+        self.events = events  # event copies in this message
+        self.fut: Any = None
+
+
+class _Lost(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- the publishing core
+class Publisher:
+    """Routing, batching, the outbox and the connection: the part that runs inline or in the worker."""
+
+    def __init__(self, cfg: MqttConfig, client_factory: ClientFactory | None = None) -> None:
+        self.cfg = cfg
+        self.host, self.port = parse_mqtt_url(cfg.url)
+        self._client_factory: ClientFactory = client_factory or CLIENTS[cfg.client]
+        self.router = Router(cfg.prefix)
+        self.codec = Codec(cfg.payload_format)
+        self._system = self.router.topic(SYSTEM_TOPIC)
+        self._outbox: deque[_Msg] = deque()
+        self._inflight: dict[int, _Msg] = {}
+        self._held_events = 0
+        self._held_msgs = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._wake = asyncio.Event()
+        self._dirty: list[TopicState] = []  # batch_window 0: topics touched by the current step
+        self._pending = False  # some topic may have a pending batch
+        self._window_start = 0.0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._gen = 0
+        self._conn_error: BaseException | None = None
+        self._next_id = 0
+        self._view_decode: Any = None
+        self._raw_decode: Any = None
+        self._dict_decode = msgspec.json.decode if cfg.payload_format == "json" else msgspec.msgpack.decode
+        self.engine_events = 0
+        self.messages_sent = 0
+        self.event_copies_sent = 0
+        self.bytes_sent = 0
+        self.reconnects = 0
+        self.down_seconds = 0.0
+        self.lost_events = 0
+        self.gap_notices = 0
+        self.connected = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def _new_client(self) -> MqttClient:
+        return self._client_factory(self.host, self.port, client_id=self.cfg.client_id,
+                                    max_inflight=self.cfg.max_inflight)
+
+    async def start(self) -> None:
+        client = self._new_client()
+        try:
+            await asyncio.wait_for(client.connect(), self.cfg.connect_timeout)
+        except Exception as exc:
+            await client.close()
+            raise ConnectionError(f"cannot connect to MQTT broker {self.cfg.url}: {exc}") from exc
+        self.connected = True
+        log.info("mqtt: connected to %s (qos %d, %s mode, prefix %r, %s)", self.cfg.url, self.cfg.qos,
+                 self.cfg.mode, self.cfg.prefix, self.codec.format)
+        self._task = asyncio.get_running_loop().create_task(self._publisher(client), name="mqtt-publisher")
+
+    async def close(self) -> None:
+        """Publish what is pending, wait (up to close_timeout) for the broker to acknowledge it all."""
+        self.flush_all()
+        self._closing = True
+        self._wake.set()
+        self._room.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.cfg.close_timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            self.lost_events += self._held_events
+            log.error("mqtt: gave up after %.1f s: %d messages with %d events not acknowledged by %s",
+                      self.cfg.close_timeout, self._held_msgs, self._held_events, self.cfg.url)
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        except Exception:
+            log.exception("mqtt: publisher failed")
+
+    # ------------------------------------------------------------------ intake: typed events (inline)
+    def ingest(self, chunk: Chunk) -> None:
+        router = self.router
+        compiled, resolve, encode = router.compiled, router.route, self.codec.encode
+        n = 0
+        if self.cfg.mode == "event":
+            single, out = self.codec.single, self._push
+            for _cmd, events in chunk:
+                for ev in events:
+                    b = encode(ev)
+                    c = compiled.get(type(ev))
+                    states = c[1].get(c[0](ev)) if c is not None else None
+                    if states is None:
+                        states = resolve(ev)
+                    for st in states:
+                        st.seq += 1
+                        out(_Msg(st.name, single(b, st.seq), st.retain, 1))
+                n += len(events)
+        elif self.cfg.batch_window <= 0:
+            dirty = self._dirty
+            for _cmd, events in chunk:
+                for ev in events:
+                    b = encode(ev)
+                    for st in resolve(ev):
+                        if not st.pending:
+                            dirty.append(st)
+                        st.pending.append(b)
+                n += len(events)
+                self._emit_dirty()
+        else:
+            self._open_window()
+            for _cmd, events in chunk:
+                for ev in events:
+                    b = encode(ev)
+                    c = compiled.get(type(ev))
+                    states = c[1].get(c[0](ev)) if c is not None else None
+                    if states is None:
+                        states = resolve(ev)
+                    for st in states:
+                        st.add(b)
+                n += len(events)
+            self._close_window()
+        self.engine_events += n
+    def ingest_encoded(self, data: bytes) -> None:
+        """`data`: the payload-format encoding of the chunk's events, a flat list in batch mode with a
+        window, else a list of steps, each a list of events (the worker process's intake)."""
+        flat = self.cfg.mode == "batch" and self.cfg.batch_window > 0
+        if self._view_decode is None:
+            view = view_type(routing_fields())
+            mod = msgspec.json if self.codec.format == "json" else msgspec.msgpack
+            shape: Any = list[view] if flat else list[list[view]]  # type: ignore[valid-type]
+            self._view_decode = mod.Decoder(shape).decode
+            self._raw_decode = mod.Decoder(list[msgspec.Raw] if flat else list[list[msgspec.Raw]]).decode
+        views_all = self._view_decode(data)
+        raws_all = self._raw_decode(data)
+        router = self.router
+        compiled, resolve, ddecode = router.compiled, router.route_view, self._dict_decode
+        if flat:
+            self._open_window()
+            for v, raw in zip(views_all, raws_all, strict=True):
+                c = compiled.get(v.type)
+                states = c[1].get(c[0](v)) if c is not None and c[0] is not _NEEDS_DICT else None
+                if states is None:
+                    states = resolve(v, raw, ddecode)
+                for st in states:
+                    st.add(raw)
+            self.engine_events += len(views_all)
+            self._close_window()
+            return
+        n = 0
+        if self.cfg.mode == "event":
+            single, out = self.codec.single, self._push
+            for views, raws in zip(views_all, raws_all, strict=True):
+                for v, raw in zip(views, raws, strict=True):
+                    c = compiled.get(v.type)
+                    states = c[1].get(c[0](v)) if c is not None and c[0] is not _NEEDS_DICT else None
+                    if states is None:
+                        states = resolve(v, raw, ddecode)
+                    b = bytes(raw)
+                    for st in states:
+                        st.seq += 1
+                        out(_Msg(st.name, single(b, st.seq), st.retain, 1))
+                n += len(views)
+        else:
+            dirty = self._dirty
+            for views, raws in zip(views_all, raws_all, strict=True):
+                for v, raw in zip(views, raws, strict=True):
+                    for st in resolve(v, raw, ddecode):
+                        if not st.pending:
+                            dirty.append(st)
+                        st.pending.append(raw)
+                n += len(views)
+                self._emit_dirty()
+        self.engine_events += n
+
+    # ------------------------------------------------------------------ batching
+    def _open_window(self) -> None:
+        if not self._pending:
+            self._window_start = time.monotonic()
+            self._pending = True
+
+    def _close_window(self) -> None:
+        """After a chunk: publish every batch if the window is over, else the ones at their size limit."""
+        if time.monotonic() - self._window_start >= self.cfg.batch_window:
+            self.flush_all()
+            return
+        max_ev = self.cfg.batch_max_events
+        for st in self.router.topics.values():
+            if len(st.pending) >= max_ev:
+                self._emit(st)
+
+    def idle(self) -> None:
+        """Caught up: make sure what is pending goes out when its window ends."""
+        if self._pending and self._flush_handle is None:
+            delay = self._window_start + self.cfg.batch_window - time.monotonic()
+            if delay <= 0:
+                self.flush_all()
+            else:
+                self._flush_handle = asyncio.get_running_loop().call_later(delay, self._on_window)
+
+    def _on_window(self) -> None:
+        self._flush_handle = None
+        self.flush_all()
+
+    def _emit_dirty(self) -> None:
+        for st in self._dirty:
+            self._emit(st)
+        self._dirty.clear()
+
+    def _emit(self, st: TopicState) -> None:
+        """Move `st`'s pending batch to the outbox (split if it is over batch_max_bytes)."""
+        items = st.pending
+        if not items:
+            return
+        parts = [items]
+        limit = self.cfg.batch_max_bytes
+        if len(items) > 1 and sum(map(len, items)) > limit:
+            parts, cur, size = [], [], 0
+            for b in items:
+                if cur and size + len(b) > limit:
+                    parts.append(cur)
+                    cur, size = [], 0
+                cur.append(b)
+                size += len(b)
+            parts.append(cur)
+        for part in parts:
+            payload = self.codec.batch(st, part, st.seq + 1)
+            st.seq += len(part)
+            self._push(_Msg(st.name, payload, st.retain, len(part)))
+        items.clear()
+
+    def flush_all(self) -> None:
+        """Publish every pending batch."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending:
+            for st in list(self.router.topics.values()):
+                if st.pending:
+                    self._emit(st)
+            self._pending = False
+
+    def _push(self, msg: _Msg) -> None:
+        self._outbox.append(msg)
+        self._held_events += msg.events
+        self._held_msgs += 1
+        self._wake.set()
+
+    @property
+    def full(self) -> bool:
+        return self._held_events > self.cfg.buffer_events
+
+    async def wait_room(self) -> None:
+        while self._held_events > self.cfg.buffer_events and not self._closing:
+            self._room.clear()
+            await self._room.wait()
+
+    def gap(self, first_seq: int, last_seq: int, events: int, commands: int, topics: dict[str, int]) -> None:
+        """Events dropped by the overflow policy: skip their topic_seqs and say so on the system topic."""
+        self.flush_all()  # what came before the gap goes first
+        for name, n in topics.items():
+            self.router.topic(name[len(self.router.prefix) + 1:] if self.router.prefix else name).seq += n
+        self._system.seq += 1
+        notice = {"type": "Gap", "first_seq": first_seq, "last_seq": last_seq, "events": events,
+                  "commands": commands, "topics": topics}
+        self._push(_Msg(self._system.name, self.codec.notice(notice, self._system.seq), False, 1))
+        self.gap_notices += 1
+        log.warning("mqtt: overflow policy dropped events seq %d..%d (%d events on %d topics); told subscribers "
+                    "on %s", first_seq, last_seq, events, len(topics), self._system.name)
+
+    # ------------------------------------------------------------------ connection
+    async def _publisher(self, client: MqttClient | None) -> None:
+        backoff = self.cfg.reconnect_min
+        down_since = time.monotonic()
+        while True:
+            if client is None:
+                client = self._new_client()
+                try:
+                    await asyncio.wait_for(client.connect(), self.cfg.connect_timeout)
+                except Exception as exc:
+                    await client.close()
+                    client = None
+                    log.debug("mqtt: reconnect to %s failed (%s); retrying in %.2f s", self.cfg.url, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.cfg.reconnect_max)
+                    continue
+                down = time.monotonic() - down_since
+                self.down_seconds += down
+                self.reconnects += 1
+                self.connected = True
+                log.warning("mqtt: reconnected to %s after %.2f s down; held %d messages with %d events, resending",
+                            self.cfg.url, down, self._held_msgs, self._held_events)
+                backoff = self.cfg.reconnect_min
+            try:
+                await self._pump(client)
+                await client.close()
+                return
+            except _Lost as exc:
+                down_since = time.monotonic()
+                self.connected = False
+                self._requeue_inflight()
+                log.warning("mqtt: connection to %s lost (%s); holding %d messages with %d events, reconnecting",
+                            self.cfg.url, exc, self._held_msgs, self._held_events)
+                await client.close()
+                client = None
+            except asyncio.CancelledError:
+                await client.close()
+                raise
+
+    async def _pump(self, client: MqttClient) -> None:
+        self._gen += 1
+        gen = self._gen
+        self._conn_error = None
+        lost = client.lost()
+        wake = self._wake
+        lost.add_done_callback(lambda _f: wake.set())
+        outbox, inflight, qos, max_inflight = self._outbox, self._inflight, self.cfg.qos, self.cfg.max_inflight
+        publish = client.publish
+        while True:
+            if lost.done() or self._conn_error is not None:
+                err = self._conn_error or (lost.exception() if not lost.cancelled() else None)
+                raise _Lost(str(err or "disconnected"))
+            while outbox and len(inflight) < max_inflight:
+                msg = outbox.popleft()
+                self._next_id += 1
+                inflight[self._next_id] = msg
+                try:
+                    fut = asyncio.ensure_future(publish(msg.topic, msg.payload, qos, msg.retain))
+                except Exception as exc:
+                    self._conn_error = exc
+                    break
+                msg.fut = fut
+                fut.add_done_callback(partial(self._on_sent, gen, self._next_id))
+            if self._closing and not outbox and not inflight:
+                return
+            wake.clear()
+            if lost.done() or self._conn_error is not None:
+                continue
+            await wake.wait()
+
+    def _on_sent(self, gen: int, mid: int, fut: asyncio.Future[None]) -> None:
+        if gen != self._gen:
+            return  # a future of a connection already given up; its message was requeued
+        if fut.cancelled() or fut.exception() is not None:
+            if self._conn_error is None:
+                self._conn_error = (fut.exception() if not fut.cancelled() else None) or ConnectionError("cancelled")
+            self._wake.set()
+            return
+        msg = self._inflight.pop(mid, None)
+        if msg is None:
+            return
+        msg.fut = None
+        self.messages_sent += 1
+        self.event_copies_sent += msg.events
+        self.bytes_sent += len(msg.payload)
+        self._held_events -= msg.events
+        self._held_msgs -= 1
+        if self._held_events <= self.cfg.buffer_events and not self._room.is_set():
+            self._room.set()
+        self._wake.set()
+
+    def _requeue_inflight(self) -> None:
+        """Unacknowledged messages go back to the head of the outbox, in their original order."""
+        self._gen += 1
+        pending = list(self._inflight.values())
+        self._inflight.clear()
+        for msg in pending:
+            if msg.fut is not None and not msg.fut.done():
+                msg.fut.cancel()
+            msg.fut = None
+        self._outbox.extendleft(reversed(pending))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "url": self.cfg.url, "mode": self.cfg.mode, "qos": self.cfg.qos, "format": self.codec.format,
+            "client": self.cfg.client, "engine_events": self.engine_events, "messages_sent": self.messages_sent,
+            "event_copies_sent": self.event_copies_sent, "bytes_sent": self.bytes_sent,
+            "topics": len(self.router.topics), "held_messages": self._held_msgs, "held_events": self._held_events,
+            "reconnects": self.reconnects, "down_seconds": round(self.down_seconds, 3),
+            "lost_events": self.lost_events, "gap_notices": self.gap_notices, "connected": self.connected,
+        }
+
+
+# --------------------------------------------------------------------------- the sink
+class MqttSink(Sink):
+    """Engine events to MQTT. `worker="process"` (the default) runs the Publisher in a child process;
+    `worker="inline"` runs it in the engine's event loop (no process, but it competes with the engine)."""
+
+    name = "mqtt"
+
+    def __init__(
+        self,
+        url: str = "mqtt://127.0.0.1:1883",
+        *,
+        worker: str = "process",
+        capacity: int = 65_536,
+        policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        block_timeout: float | None = None,
+        client: str | ClientFactory = "aiomqtt",
+        name: str | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(capacity=capacity, policy=policy, block_timeout=block_timeout)
+        if worker not in ("process", "inline"):
+            raise ValueError("worker must be 'process' or 'inline'")
+        if not isinstance(client, str):
+            if worker == "process":
+                raise ValueError("a custom client factory needs worker='inline'")
+            self._factory: ClientFactory | None = client
+            client = getattr(client, "__name__", "custom")
+        else:
+            self._factory = None
+        self.cfg = MqttConfig(url=url, client=client, **settings)
+        self.worker = worker
+        if name:
+            self.name = name
+        self.url, self.qos, self.mode, self.prefix = url, self.cfg.qos, self.cfg.mode, self.cfg.prefix
+        self.publisher: Publisher | None = None
+        self._proc: _WorkerProxy | None = None
+        self._tally: Router | None = None
+        self._final: dict[str, Any] = {}
+
+    async def start(self, context: dict[str, Any]) -> None:
+        if self.worker == "inline":
+            self.publisher = Publisher(self.cfg, self._factory)
+            await self.publisher.start()
+        else:
+            self.cfg.event_modules = sorted({c.__module__ for c in event_types()})
+            self._proc = _WorkerProxy(self.cfg)
+            await self._proc.start()
+
+    async def handle(self, chunk: Chunk) -> None:
+        if self.publisher is not None:
+            self.publisher.ingest(chunk)
+            if self.publisher.full:
+                await self.publisher.wait_room()
+        else:
+            assert self._proc is not None
+            await self._proc.send_steps(chunk)
+
+    async def idle(self) -> None:
+        if self.publisher is not None:
+            self.publisher.idle()
+
+    def tally_dropped(self, chunk: Chunk, gap: Gap) -> None:
+        router = self.publisher.router if self.publisher is not None else self._tally
+        if router is None:
+            router = self._tally = Router(self.cfg.prefix)
+        detail = gap.detail
+        for _cmd, events in chunk:
+            for ev in events:
+                for st in router.route(ev):
+                    detail[st.name] = detail.get(st.name, 0) + 1
+
+    async def gap(self, gap: Gap) -> None:
+        if self.publisher is not None:
+            self.publisher.gap(gap.first_seq, gap.last_seq, gap.events, gap.commands, dict(gap.detail))
+        elif self._proc is not None:
+            await self._proc.send_gap(gap)
+
+    async def close(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
+            self._final = self.publisher.stats()
+        elif self._proc is not None:
+            self._final = await self._proc.close(self.cfg.close_timeout)
+
+    def stats(self) -> dict[str, Any]:
+        if self.publisher is not None:
+            return self.publisher.stats()
+        if self._proc is not None and not self._final:
+            return dict(self._proc.last_stats, worker="process")
+        return dict(self._final, worker=self.worker)
+
+    def _stat(self, key: str) -> int:
+        return int(self.stats().get(key, 0) or 0)
+
+    @property
+    def messages_sent(self) -> int:
+        return self._stat("messages_sent")
+
+    @property
+    def event_copies_sent(self) -> int:
+        return self._stat("event_copies_sent")
+
+    @property
+    def reconnects(self) -> int:
+        return self._stat("reconnects")
+
+    @property
+    def lost_events(self) -> int:
+        return self._stat("lost_events")
+
+    @property
+    def held_events(self) -> int:
+        return self._stat("held_events")
+
+
+# --------------------------------------------------------------------------- the worker process
+# Frames on the socket pair: 4-byte big-endian length, then 1 byte of kind, then the body.
+#   parent -> worker:  C config (JSON) | E steps (payload format) | G gap (JSON) | X close (JSON: timeout)
+#   worker -> parent:  R ready | F failed (text) | L log (JSON [level, message]) | S stats (JSON) | D done (JSON)
+
+
+def _frame(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I", len(body) + 1) + kind + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readexactly(4)
+    (n,) = struct.unpack(">I", head)
+    data = await reader.readexactly(n)
+    return data[:1], data[1:]
+
+
+class _WorkerProxy:
+    """The engine side of the worker process: spawns it, streams steps to it, relays its logs and stats."""
+
+    def __init__(self, cfg: MqttConfig) -> None:
+        self.cfg = cfg
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.last_stats: dict[str, Any] = {}
+        self._done: asyncio.Future[dict[str, Any]] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        enc = msgspec.json.Encoder() if cfg.payload_format == "json" else msgspec.msgpack.Encoder()
+        self._encode = enc.encode
+        self._flat = cfg.mode == "batch" and cfg.batch_window > 0  # a flat list of events, else steps
+        self.failed: str | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exchange.mqtt_sink", "--worker-fd", str(child.fileno())],
+            pass_fds=[child.fileno()], env=env,
+        )
+        child.close()
+        self.reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        self._ready = loop.create_future()
+        self._done = loop.create_future()
+        self._reader_task = loop.create_task(self._read_loop(), name="mqtt-worker-reader")
+        self.writer.write(_frame(b"C", msgspec.json.encode(self.cfg)))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), self.cfg.connect_timeout + 30)
+        except BaseException:
+            await self._kill()
+            raise
+
+    async def _read_loop(self) -> None:
+        assert self.reader is not None and self._ready is not None and self._done is not None
+        try:
+            while True:
+                kind, body = await _read_frame(self.reader)
+                if kind == b"L":
+                    level, message = msgspec.json.decode(body)
+                    log.log(level, "%s", message)
+                elif kind == b"S":
+                    self.last_stats = msgspec.json.decode(body)
+                elif kind == b"R":
+                    self._ready.set_result(None)
+                elif kind == b"F":
+                    self.failed = body.decode()
+                    if not self._ready.done():
+                        self._ready.set_exception(ConnectionError(self.failed))
+                elif kind == b"D":
+                    self.last_stats = msgspec.json.decode(body)
+                    self._done.set_result(self.last_stats)
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            self.failed = self.failed or f"worker process ended ({exc.__class__.__name__})"
+            for fut in (self._ready, self._done):
+                if not fut.done():
+                    fut.set_exception(ConnectionError(self.failed))
+
+    async def send_steps(self, chunk: Chunk) -> None:
+        if self.failed is not None:
+            raise ConnectionError(f"MQTT worker failed: {self.failed}")
+        assert self.writer is not None
+        if self._flat:
+            data = self._encode([ev for _cmd, events in chunk for ev in events])
+        else:
+            data = self._encode([events for _cmd, events in chunk])
+        self.writer.write(_frame(b"E", data))
+        await self.writer.drain()
+
+    async def send_gap(self, gap: Gap) -> None:
+        assert self.writer is not None
+        body = {"first_seq": gap.first_seq, "last_seq": gap.last_seq, "events": gap.events,
+                "commands": gap.commands, "topics": gap.detail}
+        self.writer.write(_frame(b"G", msgspec.json.encode(body)))
+        await self.writer.drain()
+
+    async def close(self, timeout: float) -> dict[str, Any]:
+        assert self.writer is not None and self._done is not None
+        try:
+            self.writer.write(_frame(b"X"))
+            await self.writer.drain()
+            return await asyncio.wait_for(asyncio.shield(self._done), timeout + 15)
+        except Exception as exc:
+            log.error("mqtt: worker did not finish cleanly (%s)", exc)
+            return dict(self.last_stats)
+        finally:
+            await self._kill()
+
+    async def _kill(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader_task
+        if self.proc is not None:
+            for _ in range(100):
+                if self.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.02)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class _FrameLogHandler(logging.Handler):
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(logging.INFO)
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(_frame(b"L", msgspec.json.encode([record.levelno, record.getMessage()])))
+
+
+async def _worker_main(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 24)
+    handler = _FrameLogHandler(writer)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    kind, body = await _read_frame(reader)
+    if kind != b"C":
+        raise SystemExit("mqtt worker: no configuration")
+    cfg = msgspec.json.decode(body, type=MqttConfig)
+    for module in cfg.event_modules:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    pub = Publisher(cfg)
+    try:
+        await pub.start()
+    except Exception as exc:
+        writer.write(_frame(b"F", str(exc).encode()))
+        await writer.drain()
+        return
+    writer.write(_frame(b"R"))
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            writer.write(_frame(b"S", msgspec.json.encode(pub.stats())))
+
+    reporter = asyncio.get_running_loop().create_task(report())
+    try:
+        while True:
+            if pub.full:
+                await pub.wait_room()
+            try:
+                kind, body = await _read_frame(reader)
+            except asyncio.IncompleteReadError:
+                log.error("mqtt: the engine process went away; flushing what is held")
+                break
+            if kind == b"E":
+                pub.ingest_encoded(body)
+                pub.idle()  # the window's timer publishes what is pending if nothing else comes
+            elif kind == b"G":
+                g = msgspec.json.decode(body)
+                pub.gap(g["first_seq"], g["last_seq"], g["events"], g["commands"], g["topics"])
+            elif kind == b"X":
+                break
+    finally:
+        reporter.cancel()
+        await pub.close()
+        writer.write(_frame(b"D", msgspec.json.encode(pub.stats())))
+        with contextlib.suppress(Exception):
+            await writer.drain()
+        log.removeHandler(handler)
+        writer.close()
+
+
+def _worker_entry(argv: list[str]) -> int:
+    fd = int(argv[argv.index("--worker-fd") + 1])
+    asyncio.run(_worker_main(fd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_entry(sys.argv))

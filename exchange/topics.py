@@ -1,0 +1,459 @@
+"""The MQTT topic tree, the routing of events to topics, and the payload envelope.
+
+Topics (relative to a configurable prefix, `perpex` by default; see docs/events.md):
+
+    market/{symbol}/trades        public   Trade
+    market/{symbol}/book          public   order-book changes by order: OrderAccepted, OrderCanceled, OrderAmended
+    market/{symbol}/mark          public   MarkPriceUpdated                      (retained)
+    market/{symbol}/funding       public   funding rate and settlement           (retained)
+    market/{symbol}/liquidations  public   liquidation orders of that symbol
+    market/{symbol}/adl           public   ADL quantiles
+    exchange/insurance            public   insurance fund balance                (retained)
+    exchange/liquidations         public   every liquidation order, all symbols
+    exchange/events               public   events of no symbol and no account (default)
+    exchange/system               public   notices of the publisher itself (a counted gap)
+    account/{account}/orders      private  OrderAccepted, OrderRejected, OrderCanceled, OrderAmended
+    account/{account}/fills       private  Trade (to the taker's and to the maker's account)
+    account/{account}/positions   private  PositionUpdated
+    account/{account}/balances    private  BalanceUpdated
+    account/{account}/config      private  AccountConfigUpdated
+    account/{account}/margin      private  margin calls
+    account/{account}/liquidations private liquidation records
+
+Routing is a table keyed by the event's type (its tag, the class name), each
+entry a tuple of templates whose `{field}` parts are filled from the event.
+An event type missing from the table is routed by `infer_templates`: the
+scope comes from its fields (any `account` or `*_account` field: private,
+one topic per account; else a `symbol` field: that market; else exchange-wide)
+and the stream from its name (Liquidation, Funding, Insurance, ...; else
+`events`). So a new event type is published, and never to a public topic if
+it names an account, before anyone edits this file; an explicit entry in
+`ROUTES` (or `register_route`) overrides the inference.
+
+Payloads. Every event is msgspec-encoded once. A per-event message is that
+object with `schema` and `topic_seq` spliced in front of its fields:
+
+    {"schema":1,"topic_seq":7,"type":"Trade","seq":120,"symbol_seq":88,"ts":5000,...}
+
+A batch is an envelope around the events of one topic, in topic order and
+without holes, so event i of a batch has topic_seq `first_topic_seq + i`:
+
+    {"type":"batch","schema":1,"topic":"perpex/market/BTCUSDT/trades","count":2,
+     "first_seq":120,"last_seq":131,"first_topic_seq":7,"last_topic_seq":8,"events":[{...},{...}]}
+
+`decode_payload` turns either form back into a list of dicts, each with its
+`schema` and `topic_seq`. `topic_seq` counts events (not messages) per topic,
+from 1, in both modes, so a subscriber detects a gap by comparing it with the
+last one it saw; a repeated or lower topic_seq is a duplicate (QoS 1 is at
+least once) and is to be skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from exchange.events import SCHEMA_VERSION, Event
+
+DEFAULT_PREFIX = "perpex"
+
+#: Explicit routes: event type tag -> topic templates (relative to the prefix).
+ROUTES: dict[str, tuple[str, ...]] = {
+    "Trade": ("market/{symbol}/trades", "account/{taker_account}/fills", "account/{maker_account}/fills"),
+    "OrderAccepted": ("market/{symbol}/book", "account/{account}/orders"),
+    "OrderCanceled": ("market/{symbol}/book", "account/{account}/orders"),
+    "OrderAmended": ("market/{symbol}/book", "account/{account}/orders"),
+    "OrderRejected": ("account/{account}/orders",),
+    "MarkPriceUpdated": ("market/{symbol}/mark",),
+    "BalanceUpdated": ("account/{account}/balances",),
+    "PositionUpdated": ("account/{account}/positions",),
+    "AccountConfigUpdated": ("account/{account}/config",),
+}
+
+#: Topics whose last segment is one of these are published with the MQTT retain flag,
+#: so that a subscriber joining late gets the latest state at once.
+RETAINED_STREAMS = frozenset({"mark", "funding", "insurance"})
+
+#: Where the publisher itself reports (a gap counted by the overflow policy).
+SYSTEM_TOPIC = "exchange/system"
+
+#: Name keywords -> stream, for event types missing from ROUTES (first match wins).
+_STREAM_KEYWORDS: tuple[tuple[str, str], ...] = (
+    ("liquidat", "liquidations"),
+    ("adl", "adl"),
+    ("insurance", "insurance"),
+    ("funding", "funding"),
+    ("marginc", "margin"),
+    ("mark", "mark"),
+    ("position", "positions"),
+    ("balance", "balances"),
+    ("wallet", "balances"),
+    ("transfer", "balances"),
+    ("order", "orders"),
+    ("trade", "trades"),
+    ("fill", "fills"),
+)
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_UNSAFE = re.compile(r"[/+#\x00]")
+
+
+def _fill(values: Iterator[Any], _match: re.Match[str]) -> str:
+    return _UNSAFE.sub("_", str(next(values)))
+
+
+def register_route(event_type: type | str, templates: Iterable[str]) -> None:
+    """Route `event_type` (a class or its tag) to `templates`; takes effect for routers built afterwards."""
+    name = event_type if isinstance(event_type, str) else event_tag(event_type)
+    ROUTES[name] = tuple(templates)
+
+
+def event_tag(cls: type) -> str:
+    """The value of an event class's `type` tag (the class name unless the class says otherwise)."""
+    info = getattr(cls, "__struct_config__", None)
+    tag = getattr(info, "tag", None)
+    return tag if isinstance(tag, str) else cls.__name__
+
+
+def _account_fields(fields: Iterable[str]) -> list[str]:
+    return [f for f in fields if f == "account" or f.endswith("_account")]
+
+
+def infer_templates(cls: type) -> tuple[str, ...]:
+    """Topic templates for an event type that ROUTES does not name (the documented default)."""
+    return infer_templates_for(event_tag(cls), getattr(cls, "__struct_fields__", ()))
+
+
+def infer_templates_for(tag: str, fields: Iterable[str]) -> tuple[str, ...]:
+    """`infer_templates` from the type's tag and field names."""
+    fields = tuple(fields)
+    lname = tag.lower()
+    stream = next((s for key, s in _STREAM_KEYWORDS if key in lname), "events")
+    accounts = _account_fields(fields)
+    if accounts:
+        if stream == "trades":
+            stream = "fills"
+        return tuple(f"account/{{{f}}}/{stream}" for f in accounts)
+    if stream in ("fills", "orders", "positions", "balances", "margin"):
+        stream = "events"  # a private stream name on an event that names no account
+    if stream == "insurance":
+        return ("exchange/insurance",)
+    if "symbol" in fields:
+        if stream == "liquidations":
+            return ("market/{symbol}/liquidations", "exchange/liquidations")
+        return (f"market/{{symbol}}/{stream}",)
+    return (f"exchange/{stream}",)
+
+
+def templates_for(cls: type) -> tuple[str, ...]:
+    return ROUTES.get(event_tag(cls)) or infer_templates(cls)
+
+
+def event_types() -> list[type]:
+    """Every tagged Event subclass defined so far (the union grows as modules add types)."""
+    out, todo = [], list(Event.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo.extend(cls.__subclasses__())
+        if getattr(getattr(cls, "__struct_config__", None), "tag", None) is not None:
+            out.append(cls)
+    return out
+
+
+def routing_fields(routes: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Every field a route of a known event type reads (what a RouteView must carry)."""
+    names: list[str] = ["symbol"]
+    templates = [t for ts in (ROUTES if routes is None else routes).values() for t in ts]
+    for cls in event_types():
+        templates.extend(templates_for(cls))
+        names.extend(_account_fields(getattr(cls, "__struct_fields__", ())))
+    for t in templates:
+        names.extend(_FIELD.findall(t))
+    return sorted(set(names))
+
+
+def view_type(fields: Iterable[str]) -> type:
+    """A struct with `type` and the given fields (all optional): decodes just what routing reads."""
+    return msgspec.defstruct("RouteView", [("type", str), *((f, Any, None) for f in fields if f != "type")])
+
+
+def _NEEDS_DICT(view: Any) -> Any:
+    raise AssertionError
+
+
+def _dict_key(d: dict, compiled: tuple) -> Any:
+    fields = compiled[4]
+    if not fields:
+        return None
+    if len(fields) == 1:
+        return d.get(fields[0])
+    return tuple(d.get(f) for f in fields)
+
+
+class TopicState:
+    """One topic: its name, retain flag, last topic_seq handed out, and the batch being built."""
+
+    __slots__ = ("add", "name", "name_bytes", "pending", "retain", "seq")
+
+    def __init__(self, name: str, retain: bool) -> None:
+        self.name = name
+        self.name_bytes = name.encode()
+        self.retain = retain
+        self.seq = 0  # last topic_seq assigned (published or counted as dropped)
+        self.pending: list[bytes] = []  # encoded events of the batch being built (cleared, never replaced)
+        self.add = self.pending.append
+
+
+class Router:
+    """Maps each event to the TopicStates it is published on; compiled and cached per event class."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, routes: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.prefix = prefix.strip("/")
+        self.routes = dict(ROUTES if routes is None else routes)
+        self.topics: dict[str, TopicState] = {}
+        # per event class (or tag, for RouteViews): (key getter, key -> topics, templates, number of fields,
+        # fields);
+        # `route` is the slow path of the sink's inlined `compiled[type(ev)][1].get(compiled[type(ev)][0](ev))`
+        self.compiled: dict[Any, tuple] = {}
+        self._known: dict[str, type] | None = None
+
+    def full(self, relative: str) -> str:
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def topic(self, relative: str) -> TopicState:
+        """The state of a topic given relative to the prefix (created on first use)."""
+        name = self.full(relative)
+        st = self.topics.get(name)
+        if st is None:
+            st = self.topics[name] = TopicState(name, relative.rsplit("/", 1)[-1] in RETAINED_STREAMS)
+        return st
+
+    def templates(self, cls: type) -> tuple[str, ...]:
+        return self.routes.get(event_tag(cls)) or infer_templates(cls)
+
+    def route(self, ev: Event) -> tuple[TopicState, ...]:
+        """The topics `ev` goes to, in template order, without repeats."""
+        cls = type(ev)
+        compiled = self.compiled.get(cls)
+        if compiled is None:
+            compiled = self._compile(cls)
+        getter, cache, parts, nfields, _fields = compiled
+        key = getter(ev)
+        states = cache.get(key)
+        if states is None:
+            states = cache[key] = self._resolve(parts, key if nfields > 1 else (key,))
+        return states
+
+    def route_view(self, view: Any, raw: Any = None, decode: Callable[[Any], dict] | None = None
+                   ) -> tuple[TopicState, ...]:
+        """`route` for a RouteView (tag in `view.type`); `raw`/`decode` for a type whose fields it lacks."""
+        compiled = self.compiled.get(view.type)
+        if compiled is None:
+            compiled = self._compile_tag(view.type, type(view), raw, decode)
+        getter, cache, parts, nfields, _fields = compiled
+        key = getter(view) if getter is not _NEEDS_DICT else _dict_key(decode(raw), compiled)  # type: ignore[misc]
+        states = cache.get(key)
+        if states is None:
+            states = cache[key] = self._resolve(parts, key if nfields > 1 else (key,))
+        return states
+
+    def _compile_tag(self, tag: str, view_cls: type, raw: Any, decode: Callable[[Any], dict] | None) -> tuple:
+        if self._known is None:
+            self._known = {event_tag(c): c for c in event_types()}
+        cls = self._known.get(tag)
+        if cls is not None:
+            fields: Iterable[str] = cls.__struct_fields__
+        elif raw is not None and decode is not None:
+            fields = list(decode(raw))
+        else:
+            fields = ()
+        templates = self.routes.get(tag) or infer_templates_for(tag, fields)
+        compiled = self._compile_templates(templates)
+        view_fields = set(view_cls.__struct_fields__)
+        if not set(compiled[4]) <= view_fields:  # a field the view does not carry: decode those events fully
+            compiled = (_NEEDS_DICT, *compiled[1:])
+        self.compiled[tag] = compiled
+        return compiled
+
+    def _compile(self, cls: type) -> tuple:
+        compiled = self._compile_templates(self.templates(cls))
+        self.compiled[cls] = compiled
+        return compiled
+
+    def _compile_templates(self, templates: tuple[str, ...]) -> tuple:
+        fields: list[str] = []
+        parts = []
+        for t in templates:
+            names = _FIELD.findall(t)
+            for n in names:
+                if n not in fields:
+                    fields.append(n)
+            parts.append((t, names))
+        # the cache key: the one field's value, or a tuple of the fields' values
+        if not fields:
+            getter: Callable[[Any], Any] = lambda ev: None  # noqa: E731
+        else:
+            getter = attrgetter(*fields)
+        return (getter, {}, [(t, [fields.index(n) for n in names]) for t, names in parts], len(fields), fields)
+
+    def _resolve(self, parts: list, key: tuple) -> tuple[TopicState, ...]:
+        out: list[TopicState] = []
+        for template, idx in parts:
+            values = [key[i] for i in idx]
+            if any(v is None or v == "" for v in values):
+                continue  # e.g. a reject of an unknown symbol: no market topic
+            relative = _FIELD.sub(partial(_fill, iter(values)), template)
+            st = self.topic(relative)
+            if st not in out:
+                out.append(st)
+        if not out:
+            out.append(self.topic("exchange/events"))
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------- payloads
+class _SeqOnly(msgspec.Struct):
+    seq: int
+
+
+class Codec:
+    """Encodes events and wraps them as per-event or batch payloads, in JSON or msgpack."""
+
+    def __init__(self, fmt: str = "json", schema: int = SCHEMA_VERSION) -> None:
+        if fmt not in ("json", "msgpack"):
+            raise ValueError(f"payload format must be json or msgpack, not {fmt!r}")
+        self.format = fmt
+        self.schema = schema
+        self.encode: Callable[[Any], bytes]
+        if fmt == "json":
+            self.encode = msgspec.json.Encoder().encode
+            self._seq_decode = msgspec.json.Decoder(_SeqOnly).decode
+            self._head = b'{"schema":%d,"topic_seq":' % schema
+        else:
+            self._mp = msgspec.msgpack.Encoder()
+            self.encode = self._mp.encode
+            self._seq_decode = msgspec.msgpack.Decoder(_SeqOnly).decode
+            self._mp_schema = b"\xa6schema" + self._mp.encode(schema) + b"\xa9topic_seq"
+
+    def single(self, encoded: bytes, topic_seq: int) -> bytes:
+        """The per-event payload: `encoded` with `schema` and `topic_seq` in front of its fields."""
+        if self.format == "json":
+            return b"".join((self._head, str(topic_seq).encode(), b",", encoded[1:]))
+        return _mp_splice(encoded, self._mp_schema + self._mp.encode(topic_seq), 2)
+
+    def seq_of(self, encoded: bytes) -> int:
+        """The global seq of an encoded event."""
+        return self._seq_decode(encoded).seq
+
+    def batch(self, st: TopicState, items: list[bytes], first_topic_seq: int) -> bytes:
+        """The batch payload of `items` (encoded events of topic `st`, topic_seq first_topic_seq, +1, ...)."""
+        n = len(items)
+        first_seq, last_seq = self.seq_of(items[0]), self.seq_of(items[-1])
+        last = first_topic_seq + n - 1
+        if self.format == "json":
+            head = b'{"type":"batch","schema":%d,"topic":"%s","count":%d,"first_seq":%d,"last_seq":%d,' \
+                   b'"first_topic_seq":%d,"last_topic_seq":%d,"events":[' % (
+                       self.schema, st.name_bytes, n, first_seq, last_seq, first_topic_seq, last)
+            return b"".join((head, b",".join(items), b"]}"))
+        head = self._mp.encode({
+            "type": "batch", "schema": self.schema, "topic": st.name, "count": n, "first_seq": first_seq,
+            "last_seq": last_seq, "first_topic_seq": first_topic_seq, "last_topic_seq": last,
+        })
+        # re-open the map to add an "events" array of the already-encoded events
+        keys, hl = _mp_map_len(head)
+        return b"".join((_mp_map_header(keys + 1), head[hl:], b"\xa6events", _mp_array_header(n), *items))
+
+    def notice(self, obj: dict[str, Any], topic_seq: int) -> bytes:
+        """A publisher notice (not an engine event) on the system topic."""
+        return self.single(self.encode(obj), topic_seq)
+
+
+def _mp_map_len(data: bytes) -> tuple[int, int]:
+    """(number of entries, header length) of the msgpack map at the start of `data`."""
+    b0 = data[0]
+    if 0x80 <= b0 <= 0x8F:
+        return b0 & 0x0F, 1
+    if b0 == 0xDE:
+        return int.from_bytes(data[1:3], "big"), 3
+    if b0 == 0xDF:
+        return int.from_bytes(data[1:5], "big"), 5
+    raise ValueError("not a msgpack map")
+
+
+def _mp_map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x80 | n,))
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
+def _mp_array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _mp_splice(encoded: bytes, front: bytes, front_keys: int) -> bytes:
+    """A msgpack map with `front` (`front_keys` already encoded key/value pairs) put before its entries."""
+    n, hl = _mp_map_len(encoded)
+    return b"".join((_mp_map_header(n + front_keys), front, encoded[hl:]))
+
+
+# --------------------------------------------------------------------------- decoding (subscribers)
+_json_decode = msgspec.json.Decoder().decode
+_mp_decode = msgspec.msgpack.Decoder().decode
+
+
+def decode_payload(payload: bytes, fmt: str = "json") -> list[dict[str, Any]]:
+    """The events of one message, per-event or batch, each a dict with `schema` and `topic_seq`."""
+    obj = (_json_decode if fmt == "json" else _mp_decode)(payload)
+    if obj.get("type") == "batch":
+        first, schema = obj["first_topic_seq"], obj["schema"]
+        out = []
+        for i, ev in enumerate(obj["events"]):
+            ev["schema"] = schema
+            ev["topic_seq"] = first + i
+            out.append(ev)
+        return out
+    return [obj]
+
+
+def sniff_format(payload: bytes) -> str:
+    """json or msgpack, from the first byte of a payload (a JSON object starts with `{`)."""
+    return "json" if payload[:1] == b"{" else "msgpack"
+
+
+class GapChecker:
+    """Per-topic topic_seq bookkeeping for a subscriber: gaps, duplicates, counts."""
+
+    def __init__(self, from_one: bool = False) -> None:
+        self.from_one = from_one  # every topic starts at topic_seq 1 (a subscriber there from the start)
+        self.last: dict[str, int] = {}
+        self.gaps: list[tuple[str, int, int]] = []  # (topic, first missing, last missing)
+        self.duplicates = 0
+        self.events = 0
+
+    def check(self, topic: str, topic_seq: int) -> str:
+        """'ok', 'dup' (already seen: skip it) or 'gap' (some were missed; accepted)."""
+        last = self.last.get(topic, 0 if self.from_one else None)
+        if last is not None and topic_seq <= last:
+            self.duplicates += 1
+            return "dup"
+        self.last[topic] = topic_seq
+        self.events += 1
+        if last is not None and topic_seq != last + 1:
+            self.gaps.append((topic, last + 1, topic_seq - 1))
+            return "gap"
+        return "ok"
+
+    @property
+    def missing(self) -> int:
+        return sum(b - a + 1 for _, a, b in self.gaps)
