@@ -52,7 +52,7 @@ def from_units(n: int, unit: Decimal) -> str:
     """The decimal string of `n` units, with as many decimals as the unit has."""
     exp = unit.as_tuple().exponent
     assert isinstance(exp, int)
-    return str((Decimal(n) * unit).quantize(Decimal(1).scaleb(min(exp, 0))))
+    return format((Decimal(n) * unit).quantize(Decimal(1).scaleb(min(exp, 0))), "f")
 
 
 def floor_units(value: Decimal, unit: Decimal) -> int:
