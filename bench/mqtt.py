@@ -173,8 +173,9 @@ class Collector:
             }
 
 
-def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int, fmt: str) -> None:
-    c = Collector(host, port, topic_filter, qos=qos, fmt=fmt)
+def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int, fmt: str, client_id: str,
+                    clean_session: bool) -> None:
+    c = Collector(host, port, topic_filter, qos=qos, fmt=fmt, client_id=client_id, clean_session=clean_session)
     c.subscribed.wait(10)
     conn.send("ready")
     while True:
@@ -184,6 +185,7 @@ def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int
             c.wait(cmd[2])
             res = c.result()
             res["missing"] = c.missing(cmd[1])
+            res["gap_list"] = c.gaps[:20]
             conn.send(res)
         elif cmd[0] == "stop":
             c.close()
@@ -194,10 +196,12 @@ def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int
 class SubscriberProcess:
     """A Collector in a child process, so it shares no interpreter with the publisher."""
 
-    def __init__(self, host: str, port: int, topic_filter: str, qos: int = 1, fmt: str = "json") -> None:
+    def __init__(self, host: str, port: int, topic_filter: str, qos: int = 1, fmt: str = "json", *,
+                 client_id: str = "", clean_session: bool = True) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_collector_main, args=(child, host, port, topic_filter, qos, fmt), daemon=True)
+        self.proc = ctx.Process(target=_collector_main, daemon=True,
+                                args=(child, host, port, topic_filter, qos, fmt, client_id, clean_session))
         self.proc.start()
         if not self.conn.poll(30) or self.conn.recv() != "ready":
             raise RuntimeError("the subscriber process did not start")

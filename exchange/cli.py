@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from exchange import cli_calc, cli_demo
+from exchange import cli_calc, cli_demo, cli_replay, cli_tail
 
 #: Subcommand modules, in the order `--help` lists them. Each has
 #: `register(subparsers)` that adds its parser with `set_defaults(func=...)`,
 #: `func(args) -> int` being the exit status.
-SUBCOMMANDS = [cli_demo, cli_calc]
+SUBCOMMANDS = [cli_demo, cli_calc, cli_replay, cli_tail]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,6 +132,7 @@ class SinkQueue:
         self._ready = asyncio.Event()
         self._closed = False
         self._overflowing = False
+        self.dead = False  # the sink failed: everything is dropped (and counted) from then on
         # counters
         self.events_in = 0
         self.steps_in = 0
@@ -148,6 +149,10 @@ class SinkQueue:
     async def put(self, chunk: Chunk, n_events: int) -> None:
         """Queue `chunk` (holding `n_events` events), applying the overflow policy if it does not fit."""
         size = n_events or 1
+        if self.dead:
+            self.dropped_steps += len(chunk)
+            self.dropped_events += n_events
+            return
         if self._overflowing:
             if self.depth > self.capacity // 2:
                 self._drop(chunk)
@@ -173,6 +178,10 @@ class SinkQueue:
                         return
             finally:
                 self.blocked_seconds += time.perf_counter() - t0
+            if self.dead:
+                self.dropped_steps += len(chunk)
+                self.dropped_events += n_events
+                return
         self._items.append(chunk)
         self._sizes.append(size)
         self.depth += size
@@ -183,7 +192,7 @@ class SinkQueue:
         self._ready.set()
 
     async def _wait_room(self, size: int) -> None:
-        while self.depth and self.depth + size > self.capacity:
+        while self.depth and self.depth + size > self.capacity and not self.dead:
             self._room.clear()
             await self._room.wait()
 
@@ -199,6 +208,20 @@ class SinkQueue:
         self.dropped_steps += len(chunk)
         self.dropped_events += sum(len(evs) for _c, evs in chunk)
         self.sink.tally_dropped(chunk, tail)
+
+    def fail(self) -> None:
+        """The sink is gone: drop (and count) what is queued and everything put from now on."""
+        if not self.dead:
+            self.dead = True
+            self.gaps += 1
+        for item in self._items:
+            if not isinstance(item, Gap):
+                self.dropped_steps += len(item)
+                self.dropped_events += sum(len(evs) for _c, evs in item)
+        self._items.clear()
+        self._sizes.clear()
+        self.depth = 0
+        self._room.set()
 
     def close(self) -> None:
         """No more puts; the consumer drains what is queued, then `get` returns []."""
@@ -252,10 +275,11 @@ class SinkRunner:
                         await sink.handle(item)
                 if not len(queue):
                     await sink.idle()
-        except BaseException as exc:  # keep draining nothing more, but let close() run
+        except BaseException as exc:  # the engine must not wait for a dead sink: drop and count from now on
             self.error = exc
+            queue.fail()
             if not isinstance(exc, asyncio.CancelledError):
-                log.exception("%s: sink failed", sink.name)
+                log.exception("%s: sink failed; its events are dropped (and counted) from now on", sink.name)
             raise
         finally:
             try:

@@ -1,24 +1,27 @@
 """The MQTT topic tree, the routing of events to topics, and the payload envelope.
 
-Topics (relative to a configurable prefix, `perpex` by default; see docs/events.md):
+Topics (relative to a configurable prefix, `perpex` by default; docs/events.md has the full tree):
 
-    market/{symbol}/trades        public   Trade
-    market/{symbol}/book          public   order-book changes by order: OrderAccepted, OrderCanceled, OrderAmended
-    market/{symbol}/mark          public   MarkPriceUpdated                      (retained)
-    market/{symbol}/funding       public   funding rate and settlement           (retained)
-    market/{symbol}/liquidations  public   liquidation orders of that symbol
-    market/{symbol}/adl           public   ADL quantiles
-    exchange/insurance            public   insurance fund balance                (retained)
-    exchange/liquidations         public   every liquidation order, all symbols
-    exchange/events               public   events of no symbol and no account (default)
-    exchange/system               public   notices of the publisher itself (a counted gap)
-    account/{account}/orders      private  OrderAccepted, OrderRejected, OrderCanceled, OrderAmended
-    account/{account}/fills       private  Trade (to the taker's and to the maker's account)
-    account/{account}/positions   private  PositionUpdated
-    account/{account}/balances    private  BalanceUpdated
-    account/{account}/config      private  AccountConfigUpdated
-    account/{account}/margin      private  margin calls
-    account/{account}/liquidations private liquidation records
+    market/{symbol}/trades          public   Trade
+    market/{symbol}/book            public   book changes by order: OrderAccepted, OrderCanceled, OrderAmended
+    market/{symbol}/mark            public   MarkPriceUpdated (mark, index, funding rate)       (retained)
+    market/{symbol}/index           public   IndexPriceUpdated                                  (retained)
+    market/{symbol}/premium         public   PremiumIndexSampled
+    market/{symbol}/funding         public   FundingSettled                                     (retained)
+    market/{symbol}/liquidations    public   LiquidationRecorded of that symbol
+    market/{symbol}/adl             public   AdlQuantiles
+    exchange/insurance              public   InsuranceFundUpdated                               (retained)
+    exchange/liquidations           public   LiquidationRecorded, every symbol
+    exchange/events                 public   events of no symbol and no account (the default)
+    exchange/system                 public   notices of the publisher itself (a counted gap)
+    account/{account}/orders        private  OrderAccepted, OrderRejected, OrderCanceled, OrderAmended, Stop*
+    account/{account}/fills         private  Trade (to the taker's and to the maker's account)
+    account/{account}/positions     private  PositionUpdated, PositionTakenOver
+    account/{account}/balances      private  BalanceUpdated, FundingPayment
+    account/{account}/config        private  AccountConfigUpdated
+    account/{account}/margin        private  MarginCall
+    account/{account}/liquidations  private  LiquidationRecorded
+    account/{account}/adl           private  AdlExecuted
 
 Routing is a table keyed by the event's type (its tag, the class name), each
 entry a tuple of templates whose `{field}` parts are filled from the event.
@@ -70,14 +73,29 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "OrderAmended": ("market/{symbol}/book", "account/{account}/orders"),
     "OrderRejected": ("account/{account}/orders",),
     "MarkPriceUpdated": ("market/{symbol}/mark",),
+    "IndexPriceUpdated": ("market/{symbol}/index",),
+    "PremiumIndexSampled": ("market/{symbol}/premium",),
+    "FundingSettled": ("market/{symbol}/funding",),
+    "FundingPayment": ("account/{account}/balances",),
     "BalanceUpdated": ("account/{account}/balances",),
     "PositionUpdated": ("account/{account}/positions",),
+    "PositionTakenOver": ("account/{account}/positions",),
     "AccountConfigUpdated": ("account/{account}/config",),
+    "MarginCall": ("account/{account}/margin",),
+    "InsuranceFundUpdated": ("exchange/insurance",),
+    "LiquidationRecorded": (
+        "market/{symbol}/liquidations", "exchange/liquidations", "account/{account}/liquidations",
+    ),
+    "AdlExecuted": ("account/{account}/adl",),
+    "AdlQuantiles": ("market/{symbol}/adl",),
+    "StopOrderAccepted": ("account/{account}/orders",),
+    "StopOrderCanceled": ("account/{account}/orders",),
+    "StopTriggered": ("account/{account}/orders",),
 }
 
 #: Topics whose last segment is one of these are published with the MQTT retain flag,
 #: so that a subscriber joining late gets the latest state at once.
-RETAINED_STREAMS = frozenset({"mark", "funding", "insurance"})
+RETAINED_STREAMS = frozenset({"mark", "index", "funding", "insurance"})
 
 #: Where the publisher itself reports (a gap counted by the overflow policy).
 SYSTEM_TOPIC = "exchange/system"
@@ -457,3 +475,78 @@ class GapChecker:
     @property
     def missing(self) -> int:
         return sum(b - a + 1 for _, a, b in self.gaps)
+
+
+# --------------------------------------------------------------------------- documentation
+_SAMPLE_INTS = {"seq": 1234, "symbol_seq": 567, "ts": 60_000, "account": 7, "taker_account": 7, "maker_account": 9,
+                "price": 800_001, "mark_price": 800_000, "index_price": 799_950, "qty": 250, "trade_id": 42,
+                "order_id": 1001, "taker_order_id": 1002, "maker_order_id": 1001, "leverage": 20}
+
+
+def example_event(cls: type) -> Any:
+    """An instance of event type `cls` with plausible values (for docs/events.md)."""
+    import enum
+
+    info = msgspec.inspect.type_info(cls)
+    values: dict[str, Any] = {}
+    for f in info.fields:  # type: ignore[attr-defined]
+        t = f.type
+        while isinstance(t, msgspec.inspect.UnionType):
+            t = next((x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)), t.types[0])
+        if f.name == "symbol":
+            values[f.name] = "BTCUSDT"
+        elif isinstance(t, msgspec.inspect.IntType):
+            values[f.name] = _SAMPLE_INTS.get(f.name, 0 if "leaves" in f.name else 1)
+        elif isinstance(t, msgspec.inspect.EnumType):
+            values[f.name] = next(iter(t.cls)).value if issubclass(t.cls, enum.Enum) else None
+        elif isinstance(t, msgspec.inspect.BoolType):
+            values[f.name] = False
+        elif isinstance(t, msgspec.inspect.StrType):
+            values[f.name] = "USDT" if f.name == "asset" else ""
+        elif isinstance(t, msgspec.inspect.FloatType):
+            values[f.name] = 0.0
+        elif isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+            values[f.name] = []
+        elif isinstance(t, msgspec.inspect.DictType):
+            values[f.name] = {}
+        elif f.default is not msgspec.inspect.NODEFAULT:
+            values[f.name] = f.default
+        else:
+            values[f.name] = None
+    return msgspec.convert(values, cls, strict=False)
+
+
+def doc_section(cls: type, prefix: str = DEFAULT_PREFIX) -> str:
+    """The docs/events.md section of one event type: topics, fields, example per-event payload."""
+    info = msgspec.inspect.type_info(cls)
+    tag = event_tag(cls)
+    lines = [f"### {tag}", ""]
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    if doc:
+        lines += [doc, ""]
+    tmpl = ROUTES.get(tag) or infer_templates(cls)
+    lines += ["Topics: " + ", ".join(f"`{prefix}/{t}`" for t in tmpl), "", "| field | type |", "| --- | --- |"]
+    lines.append("| `type` | `\"" + tag + "\"` |")
+    ann = getattr(cls, "__annotations__", {})
+    for f in info.fields:  # type: ignore[attr-defined]
+        typ = ann.get(f.name)
+        if typ is None:
+            for base in cls.__mro__:
+                typ = getattr(base, "__annotations__", {}).get(f.name)
+                if typ is not None:
+                    break
+        lines.append(f"| `{f.name}` | {str(typ).replace('|', 'or')} |")
+    ev = example_event(cls)
+    st = Router(prefix).route(ev)[0]
+    payload = Codec("json").single(msgspec.json.encode(ev), 1).decode()
+    lines += ["", f"Example (per-event payload on `{st.name}`):", "", "```json", payload, "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m exchange.topics [TYPE ...]: print the docs sections
+    import sys
+
+    wanted = set(sys.argv[1:])
+    for c in event_types():
+        if not wanted or event_tag(c) in wanted:
+            print(doc_section(c))
