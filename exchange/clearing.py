@@ -48,6 +48,7 @@ from exchange.events import (
     Event,
     FundingPayment,
     FundingSettled,
+    InsuranceFundUpdated,
     PositionUpdated,
 )
 from exchange.funding import funding_payments
@@ -122,7 +123,9 @@ class Clearing:
         self.assets: set[str] = set()
         self.touched: set[int] = set()  # accounts changed since the engine last looked (for the risk monitor)
         self.clearance_fees = 0  # cumulative, atoms (all assets): what liquidations paid the fund as fees
-        self.shortfalls = 0  # cumulative: losses beyond a margin that the fund carried
+        self.shortfalls = 0  # cumulative: losses beyond a margin in fills, that the fund carried
+        self.liquidation_shortfalls = 0  # the part of `shortfalls` in liquidation fills
+        self.fund_history: list[InsuranceFundUpdated] = []  # every change of the fund, as published
         self._stamp: Stamp = _unattached
 
     def fund_account(self) -> Account:
@@ -135,6 +138,18 @@ class Clearing:
 
     def stamp(self, m: Market | None) -> tuple[int, int, int]:
         return self._stamp(m)
+
+    def fund_event(self, out: list[Event], m: Market | None, asset: str, delta: int, cause: str, account: int = 0,
+                   liquidation_id: int = 0, balance: int | None = None) -> None:
+        """Publish a change of the insurance fund (already booked); `balance` after it (default: now)."""
+        if not delta:
+            return
+        seq, sseq, ts = self._stamp(m)
+        after = self.fund_account().wallet.get(asset, 0) if balance is None else balance
+        ev = InsuranceFundUpdated(seq, sseq, ts, asset, delta, after, cause, liquidation_id, account,
+                                  m.instrument.symbol if m is not None else "")
+        out.append(ev)
+        self.fund_history.append(ev)
 
     def held(self, asset: str) -> int:
         """Σ spot and futures wallets (the fund's included) + isolated margins − position costs + fee income.
@@ -443,7 +458,7 @@ class Clearing:
         isolated = settings.margin_mode is _ISOLATED
         treasury = self.treasury
         signed = qty if side is _BUY else -qty
-        wallet = acct.wallet.get(asset, 0)
+        wallet = wallet_before = acct.wallet.get(asset, 0)
         pnl = shortfall = 0
         opened = qty
         if pos.qty and (pos.qty > 0) != (signed > 0):
@@ -490,6 +505,10 @@ class Clearing:
         if shortfall:
             treasury.credit(fund, asset, -shortfall)
             self.shortfalls += shortfall
+            if liquidation:
+                self.liquidation_shortfalls += shortfall  # the liquidator publishes it with the liquidation
+            else:
+                self.fund_event(out, m, asset, -shortfall, "SHORTFALL", acct.id)
         if not pos.qty and isolated and pos.isolated_margin and not liquidation:
             # a closed isolated position hands back what is left of its margin
             acct.wallet[asset] += pos.isolated_margin
@@ -497,7 +516,7 @@ class Clearing:
         self.touched.add(acct.id)
         self.refresh_prices(pos)
         self._position_event(out, pos, reason, pnl, fee, trade_id)
-        if not isolated or pnl or fee:
+        if not isolated or acct.wallet[asset] != wallet_before:
             self.refresh_cross(out, acct, asset, skip=pos)
         return pnl, fee
 
@@ -549,7 +568,7 @@ class Clearing:
         self.treasury.credit(self.treasury.fee_income, asset, settlement.remainder)
         if shortfall:
             self.treasury.credit(self.fund_account().wallet, asset, -shortfall)
-            self.shortfalls += shortfall
+            self.fund_event(out, m, asset, -shortfall, "FUNDING_SHORTFALL")
         for acct_id in sorted({p.account for p in positions}):
             acct = self.accounts[acct_id]
             for pos in acct.positions.values():
@@ -697,8 +716,10 @@ class Clearing:
             return RejectReason.MALFORMED
         if acct.position_mode is cmd.position_mode:
             return RejectReason.POSITION_MODE_UNCHANGED
-        if acct.open_positions() or self._has_orders(acct, None):
+        if acct.open_positions():
             return RejectReason.POSITION_MODE_HAS_POSITION
+        if self._has_orders(acct, None):
+            return RejectReason.POSITION_MODE_OPEN_ORDERS
         acct.position_mode = cmd.position_mode
         self._config_event(out, acct, "")
         return None

@@ -22,7 +22,11 @@ class InsuranceFund:
         self.clearing = clearing
         self.floor = dict(floor or {})  # ADL starts when a take-over would leave the fund below this
         self.max_notional_ppm = max_notional_ppm  # the fund's net notional may not exceed this share of its balance
-        self.history: list[InsuranceFundUpdated] = []
+
+    @property
+    def history(self) -> list[InsuranceFundUpdated]:
+        """Every change of the fund's balance, as published, oldest first."""
+        return self.clearing.fund_history
 
     def balance(self, asset: str) -> int:
         acct = self.clearing.accounts.get(FUND_ACCOUNT)
@@ -36,15 +40,13 @@ class InsuranceFund:
         self.record(out, asset, amount, cause, liquidation_id, account, symbol)
 
     def record(self, out: list[Event], asset: str, amount: int, cause: str, liquidation_id: int = 0,
-               account: int = 0, symbol: str = "") -> None:
-        """Publish a change of the fund's balance that has already been booked (e.g. by a settlement)."""
-        if not amount:
-            return
-        seq, sseq, ts = self.clearing.stamp(self.clearing.markets.get(symbol) if symbol else None)
-        ev = InsuranceFundUpdated(seq, sseq, ts, asset, amount, self.balance(asset), cause, liquidation_id, account,
-                                  symbol)
-        out.append(ev)
-        self.history.append(ev)
+               account: int = 0, symbol: str = "", balance: int | None = None) -> None:
+        """Publish a change of the fund's balance that has already been booked (e.g. by a settlement).
+
+        `balance` is the fund's balance right after this change (default: its balance now).
+        """
+        m = self.clearing.markets.get(symbol) if symbol else None
+        self.clearing.fund_event(out, m, asset, amount, cause, account, liquidation_id, balance)
 
     def can_take_over(self, asset: str, loss_at_mark: int, notional_after: int) -> bool:
         """mechanics.md step 5: its balance covers the loss at the current mark, and its net notional stays

@@ -17,6 +17,7 @@ from exchange.accounts import Account, Position
 from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.enums import (
     BalanceReason,
+    CancelReason,
     MarginMode,
     OrderType,
     PositionReason,
@@ -49,7 +50,8 @@ class LiquidationVenue(Protocol):
 
     markets: dict[str, Market]
 
-    def cancel_account_orders(self, out: list[Event], account: int, symbol: str | None) -> None: ...
+    def cancel_account_orders(self, out: list[Event], account: int, symbol: str | None,
+                              reason: CancelReason = CancelReason.LIQUIDATION) -> None: ...
 
     def send_ioc(self, out: list[Event], m: Market, account: int, position_side: PositionSide, side: Side,
                  qty: int, price: int, order_type: OrderType) -> tuple[int, int]:
@@ -327,8 +329,9 @@ class Liquidator:
         if not self.fund.can_take_over(asset, max(loss, 0), after):
             return 0
         close_side = _SELL if long else _BUY
-        c.book_fill(out, m, acct, pos.position_side, close_side, qty, bp, m.instrument.clearance_fee_ppm, 0,
-                    PositionReason.LIQUIDATION, liquidation=True)
+        # at the bankruptcy price no margin is left to pay a clearance fee from (the fee is capped by it)
+        c.book_fill(out, m, acct, pos.position_side, close_side, qty, bp, 0, 0, PositionReason.LIQUIDATION,
+                    liquidation=True)
         c.book_fill(out, m, fund_acct, PositionSide.BOTH, _BUY if long else _SELL, qty, bp, 0, 0,
                     PositionReason.LIQUIDATION)
         seq, sseq, ts = c.stamp(m)
@@ -359,9 +362,10 @@ class Liquidator:
                 break
             take = min(qty, abs(other.qty))
             other_acct = c.accounts[other.account]
-            self.venue.cancel_account_orders(out, other.account, pos.symbol)
-            c.book_fill(out, m, acct, pos.position_side, close_side, take, bp, m.instrument.clearance_fee_ppm, 0,
-                        PositionReason.LIQUIDATION, liquidation=True)
+            self.venue.cancel_account_orders(out, other.account, pos.symbol, CancelReason.ADL)
+            # at the bankruptcy price no margin is left to pay a clearance fee from (the fee is capped by it)
+            c.book_fill(out, m, acct, pos.position_side, close_side, take, bp, 0, 0, PositionReason.LIQUIDATION,
+                        liquidation=True)
             c.book_fill(out, m, other_acct, other.position_side, _BUY if close_side is _SELL else _SELL, take, bp, 0,
                         0, PositionReason.ADL)
             seq, sseq, ts = c.stamp(m)
@@ -398,12 +402,14 @@ class Liquidator:
         """Publish what the fills of this step paid the fund (clearance fees) or cost it (shortfalls)."""
         c = self.clearing
         asset = self._asset(pos)
-        self.fund.record(out, asset, c.clearance_fees - rec.fee_before, "CLEARANCE_FEE", liq_id, acct.id, pos.symbol)
-        self.fund.record(out, asset, rec.shortfall_before - c.shortfalls, "SHORTFALL", liq_id, acct.id, pos.symbol)
+        fee, short = c.clearance_fees - rec.fee_before, c.liquidation_shortfalls - rec.shortfall_before
+        balance = self.fund.balance(asset)  # after both: the fee event's balance is before the shortfall
+        self.fund.record(out, asset, fee, "CLEARANCE_FEE", liq_id, acct.id, pos.symbol, balance + short)
+        self.fund.record(out, asset, -short, "SHORTFALL", liq_id, acct.id, pos.symbol, balance)
 
     def _start(self, pos: Position) -> _Record:
         rec = _Record(pos, self.fund.balance(self._asset(pos)), self.clearing.clearance_fees)
-        rec.shortfall_before = self.clearing.shortfalls
+        rec.shortfall_before = self.clearing.liquidation_shortfalls
         return rec
 
     def _record(self, out: list[Event], acct: Account, pos: Position, rec: _Record, liq_id: int, mark: int,

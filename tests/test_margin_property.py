@@ -340,9 +340,6 @@ def test_isolated_open_with_fee_refreshes_cross_lps() -> None:
     assert (btc.liq_ticks, btc.bankruptcy_ticks) == expected_prices(s.clearing, btc)
 
 
-@pytest.mark.xfail(strict=True, reason="Clearing.book_fill refreshes the account's cross LPs only "
-                   "`if not isolated or pnl or fee`: an isolated open with no fee and no PnL moves initial margin "
-                   "out of the futures wallet but leaves the cross positions' liq/bankruptcy ticks stale")
 def test_isolated_open_without_fee_refreshes_cross_lps() -> None:
     s, btc = _cross_and_isolated(0)
     # the wallet fell by 75 (the ETH position's margin at 20x): the cross BTC long's LP must have risen

@@ -310,7 +310,7 @@ def test_position_mode_change() -> None:
     hedge = SetPositionMode(account=1, position_mode=PositionMode.HEDGE)
     assert v.reject(one_way) is R.POSITION_MODE_UNCHANGED
     v.ok(v.order(1, BUY, "0.01", "79000"))
-    assert v.reject(hedge) is R.POSITION_MODE_HAS_POSITION  # open orders block it too
+    assert v.reject(hedge) is R.POSITION_MODE_OPEN_ORDERS  # open orders block it too (Binance -4067)
     v.ok(CancelAll(account=1, symbol=BTC))
     v.trade(1, 2, "0.01", "80000")
     assert v.reject(hedge) is R.POSITION_MODE_HAS_POSITION
@@ -319,9 +319,6 @@ def test_position_mode_change() -> None:
     assert ev.position_mode is PositionMode.HEDGE
 
 
-@pytest.mark.xfail(strict=True, reason="a position-mode change blocked by open orders answers -4068 "
-                   "(POSITION_SIDE_CHANGE_EXISTS_QUANTITY); Binance answers -4067 POSITION_SIDE_CHANGE_EXISTS_"
-                   "OPEN_ORDERS (binance-api.md §4.2): there is no reject reason for it")
 def test_position_mode_change_with_open_orders_code() -> None:
     v = Venue()
     v.deposit(1, "5000")
@@ -614,6 +611,7 @@ NEW_REASONS: list[tuple[RejectReason, int, str]] = [
     (R.MARGIN_MODE_HAS_POSITION, -4048, "Margin type cannot be changed if there exists position."),
     (R.POSITION_MODE_UNCHANGED, -4059, "No need to change position side."),
     (R.POSITION_MODE_HAS_POSITION, -4068, "Position side cannot be changed if there exists position."),
+    (R.POSITION_MODE_OPEN_ORDERS, -4067, "Position side cannot be changed if there exists open orders."),
     (R.NOT_ISOLATED, -4049, "Add margin only support for isolated position."),
     (R.NO_POSITION, -4054, "Cannot add position margin: position is 0."),
     (R.BALANCE_INSUFFICIENT, -4050, "Cross balance insufficient."),
@@ -624,11 +622,11 @@ NEW_REASONS: list[tuple[RejectReason, int, str]] = [
 KNOWN_MISMATCHES = {
     R.POSITION_MODE_HAS_POSITION: "-4068 (POSITION_SIDE_CHANGE_EXISTS_QUANTITY) is the right Binance code, but "
                                   "binance-api.md §4.4 does not list it (only §4.2 names it)",
-    R.AMOUNT_NOT_POSITIVE: "mapped to -4003, which §4.4 gives as 'Quantity less than or equal to zero.' "
-                           "(QTY_LESS_THAN_ZERO); Binance's code for a non-positive amount is -4055 "
-                           "AMOUNT_MUST_BE_POSITIVE, absent from §4.4",
-    R.UNKNOWN_ASSET: "mapped to -4040, which is no Binance USDⓈ-M code and is not in §4.4; Binance's is -1108 "
-                     "BAD_ASSET 'Invalid asset.', absent from §4.4 too",
+    R.POSITION_MODE_OPEN_ORDERS: "-4067 (POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS) is the right Binance code, but "
+                                 "binance-api.md §4.4 does not list it (only §4.2 names it)",
+    R.AMOUNT_NOT_POSITIVE: "-4055 AMOUNT_MUST_BE_POSITIVE is Binance's code for a non-positive amount, but "
+                           "binance-api.md §4.4 does not list it",
+    R.UNKNOWN_ASSET: "-1108 BAD_ASSET 'Invalid asset.' is Binance's code, but binance-api.md §4.4 does not list it",
 }
 
 
