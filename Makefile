@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test bench lint clean
 
 run: $(STAMP)
-	$(BIN)/exchange demo
+	$(BIN)/exchange run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

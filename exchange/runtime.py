@@ -38,7 +38,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -375,6 +375,71 @@ class Runtime:
             if self._engine_task is not None and self._engine_task.done():
                 break
             await self._idle.wait()
+
+    async def run_producer(
+        self, commands: Iterator[Command], on_step: Callable[[Command, list[Event]], None] | None = None,
+        speed: float | None = None, on_progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Apply a command generator that reads the engine between commands (a scenario's traders).
+
+        The generator is resumed only after the command it gave last has been
+        applied, so what it decides is a function of the commands alone: the
+        run is deterministic whatever the sinks do. While it runs, this task
+        owns the engine (the ingress must be idle and nobody else submits);
+        chunks of `burst` steps go to every sink's queue as usual, so a slow
+        sink back-pressures (or gaps) exactly as with submitted commands.
+        With `speed`, an AdvanceClock is applied only when the wall clock has
+        caught up with its virtual time divided by `speed` (a live run).
+        Returns False if a stop was requested before the generator ended.
+        """
+        await self.drain()
+        apply = self.engine.apply
+        queues = [r.queue for r in self.runners]
+        burst = self.burst
+        perf = time.perf_counter
+        wall0 = time.monotonic()
+        virtual0 = self.engine.clock.now
+        chunk: list[tuple[Command, list[Event]]] = []
+        n_events = 0
+        self._idle.clear()
+        if self.first_apply is None:
+            self.first_apply = perf()
+        try:
+            for cmd in commands:
+                if speed is not None and type(cmd) is AdvanceClock:
+                    due = wall0 + (cmd.ts - virtual0) / 1000.0 / speed
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        n_events = await self._flush(queues, chunk, n_events)
+                        chunk = []
+                        await asyncio.sleep(delay)
+                events = apply(cmd)
+                if on_step is not None:
+                    on_step(cmd, events)
+                chunk.append((cmd, events))
+                n_events += len(events)
+                if len(chunk) >= burst:
+                    n_events = await self._flush(queues, chunk, n_events)
+                    chunk = []
+                    if on_progress is not None:
+                        on_progress(self.engine.clock.now)
+                    if self._stop_requested.is_set():
+                        return False
+            await self._flush(queues, chunk, n_events)
+            return True
+        finally:
+            self.last_apply = perf()
+            self._idle.set()
+
+    async def _flush(self, queues: list[Any], chunk: list[tuple[Command, list[Event]]], n_events: int) -> int:
+        """Hand a chunk of applied steps to every sink queue; returns 0 (the new event count)."""
+        if chunk:
+            self.commands += len(chunk)
+            self.events += n_events
+            for q in queues:
+                await q.put(chunk, n_events)
+        await asyncio.sleep(0)
+        return 0
 
     # ------------------------------------------------------------------ engine task
     async def _engine_loop(self) -> None:

@@ -460,3 +460,15 @@ def _trader(t: TraderSpec, acct: int, ins: Instrument, seed: int) -> Trader:
                            t.side == "long", ppm(t.trigger, "trigger"))
     return PartialCloser(acct, symbol, seed, qty, t.side == "long", ppm(t.trigger, "trigger"),
                          ppm(t.close_fraction, "close_fraction"))
+
+
+def engine_from_config(config: dict) -> Engine:
+    """The engine a scenario run's journal header describes (`exchange replay` calls this).
+
+    The header holds the scenario's TOML text, seed, population and length, so
+    a replay rebuilds the same engine without the file; the set-up commands
+    are in the journal itself.
+    """
+    run = config.get("run", config)
+    scenario = msgspec.convert(tomllib.loads(run["scenario_toml"]), Scenario)
+    return build(scenario, Path("."), run.get("seed"), run.get("accounts"), run.get("until")).engine
