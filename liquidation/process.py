@@ -127,6 +127,7 @@ class Liquidator:
         for key in self.monitor.candidates(m.instrument.symbol, mark):
             self._check(key, out)
         self._offload(m, out)
+        self._guard_fund(m, out)
         self.after_command(out)
 
     def on_time(self, now: int, out: list[Event]) -> None:
@@ -396,6 +397,50 @@ class Liquidator:
         before = self.fund.balance(asset)
         self.venue.send_ioc(out, m, FUND_ACCOUNT, PositionSide.BOTH, side, qty, price, OrderType.LIMIT)
         self.fund.record(out, asset, self.fund.balance(asset) - before, "OFFLOAD_PNL", symbol=ins.symbol)
+
+    def _guard_fund(self, m: Market, out: list[Event]) -> None:
+        """The fund is never negative: when a position it holds would take its equity below its floor, that
+        position is deleveraged against ranked counterparties at the price where the equity equals the floor.
+
+        Its equity is its wallet plus the unrealised PnL of what it holds, at the marks. The price P solves
+        wallet + UPNL(other symbols) + q·k·P − cost = floor, rounded in the fund's favour.
+        """
+        c = self.clearing
+        fund_acct = c.accounts.get(FUND_ACCOUNT)
+        if fund_acct is None:
+            return
+        ins = m.instrument
+        pos = fund_acct.positions.get((ins.symbol, PositionSide.BOTH))
+        mark = c.reference_price(m)
+        if pos is None or not pos.qty or not mark:
+            return
+        asset = ins.settlement_asset
+        k = ins.atoms_per_tick_lot
+        upnl_other = 0
+        for p in fund_acct.positions.values():
+            if p.qty and p is not pos and c.markets[p.symbol].instrument.settlement_asset == asset:
+                upnl_other += c.position_figures(p)[2]
+        wallet = fund_acct.wallet.get(asset, 0)
+        floor = self.fund.floor.get(asset, 0)
+        equity = wallet + upnl_other + pos.qty * mark * k - pos.cost
+        if equity > floor:
+            return
+        num = floor - wallet - upnl_other + pos.cost
+        den = pos.qty * k
+        price = -((-num) // den) if pos.qty > 0 else num // den  # long: up; short: down (both in its favour)
+        if price <= 0:
+            price = 1
+        liq_id = self.next_id
+        self.next_id += 1
+        rec = self._start(pos)
+        rec.bp = price
+        for account, qty in self._deleverage(out, fund_acct, pos, abs(pos.qty), price, mark, liq_id):
+            rec.adl.append((account, qty))
+            rec.qty += qty
+            rec.notional += qty * price
+        self.fund.record(out, asset, self.fund.balance(asset) - rec.fund_before, "FUND_DELEVERAGED", liq_id,
+                         symbol=ins.symbol)
+        self._record(out, fund_acct, pos, rec, liq_id, mark, partial=False)
 
     # ------------------------------------------------------------ records
     def _fund_flows(self, out: list[Event], acct: Account, pos: Position, rec: _Record, liq_id: int) -> None:
