@@ -21,6 +21,8 @@ _EXPIRE_TAKER = SelfTradePrevention.EXPIRE_TAKER
 _EXPIRE_MAKER = SelfTradePrevention.EXPIRE_MAKER
 _EXPIRE_BOTH = SelfTradePrevention.EXPIRE_BOTH
 _STP_NONE = SelfTradePrevention.NONE
+# Bound once: reading `Side.BUY` goes through the enum class on every call.
+_BUY = Side.BUY
 
 
 class PriceLevel:
@@ -76,7 +78,7 @@ class OrderBook:
         self.asks = BookSide(False)
 
     def side_of(self, side: Side) -> BookSide:
-        return self.bids if side is Side.BUY else self.asks
+        return self.bids if side is _BUY else self.asks
 
     def best_bid(self) -> int | None:
         return self.bids.best()
@@ -86,7 +88,7 @@ class OrderBook:
 
     def add(self, order: Order) -> None:
         """Rest `order` at the back of its price level."""
-        side = self.bids if order.side is Side.BUY else self.asks
+        side = self.bids if order.side is _BUY else self.asks
         level = side.levels.get(order.price)
         if level is None:
             level = side.levels[order.price] = PriceLevel(order.price)
@@ -97,7 +99,7 @@ class OrderBook:
 
     def remove(self, order: Order) -> None:
         """Take a resting order out of the book; the caller then zeroes its `leaves`."""
-        side = self.bids if order.side is Side.BUY else self.asks
+        side = self.bids if order.side is _BUY else self.asks
         level = side.levels[order.price]
         level.qty -= order.leaves
         level.count -= 1
@@ -109,17 +111,18 @@ class OrderBook:
 
     def reduce(self, order: Order, delta: int) -> None:
         """Lower a resting order's leaves by `delta` in place, keeping its priority."""
-        side = self.bids if order.side is Side.BUY else self.asks
+        side = self.bids if order.side is _BUY else self.asks
         side.levels[order.price].qty -= delta
         order.leaves -= delta
 
     def crosses(self, side: Side, price: int) -> bool:
         """Would a limit order of `side` at `price` take liquidity?"""
-        if side is Side.BUY:
-            best = self.asks.best()
-            return best is not None and best <= price
-        best = self.bids.best()
-        return best is not None and best >= price
+        # Reads the best price in place rather than through best(): this runs for every limit order.
+        if side is _BUY:
+            asks = self.asks.prices
+            return bool(asks) and asks[0] <= price
+        bids = self.bids.prices
+        return bool(bids) and bids[-1] >= price
 
     def fillable_qty(self, side: Side, price: int | None, account: int, stp: SelfTradePrevention, want: int) -> int:
         """How much an order could fill now (up to `want`), self-trade prevention included.
@@ -128,9 +131,9 @@ class OrderBook:
         only level totals, because an own order on the way can stop the taker.
         """
         got = 0
-        opposite = self.asks if side is Side.BUY else self.bids
+        opposite = self.asks if side is _BUY else self.bids
         for level in opposite.by_priority():
-            if price is not None and (level.price > price if side is Side.BUY else level.price < price):
+            if price is not None and (level.price > price if side is _BUY else level.price < price):
                 break
             if stp is _STP_NONE:
                 got += level.qty
@@ -155,8 +158,9 @@ class OrderBook:
         side of each fill.
         """
         steps: list[MatchStep] = []
-        opposite = self.asks if taker.side is Side.BUY else self.bids
-        is_buy = taker.side is Side.BUY
+        is_buy = taker.side is _BUY
+        opposite = self.asks if is_buy else self.bids
+        best = 0 if is_buy else -1  # index of the best price in `prices`
         levels = opposite.levels
         prices = opposite.prices
         remaining = taker.leaves
@@ -164,7 +168,7 @@ class OrderBook:
         stp = taker.stp
         check_stp = stp is not _STP_NONE
         while remaining and prices:
-            price = prices[0] if is_buy else prices[-1]
+            price = prices[best]
             if limit is not None and (price > limit if is_buy else price < limit):
                 break
             level = levels[price]
@@ -201,7 +205,7 @@ class OrderBook:
                 steps.append((maker, qty))
             if not level.count:
                 del levels[price]
-                prices.remove(price)
+                prices.pop(best)  # the level just emptied is the best one: no search, unlike remove(price)
         taker.leaves = remaining
         return steps, False
 

@@ -88,6 +88,11 @@ _IOC_REMAINDER = CancelReason.IOC_REMAINDER
 _SELF_TRADE = CancelReason.SELF_TRADE
 _BOTH = PositionSide.BOTH
 _LONG = PositionSide.LONG
+# Bound once: an enum member read through its class (OrderStatus.NEW) is a slow lookup on the hot path.
+_NEW = OrderStatus.NEW
+_IOC = TimeInForce.IOC
+_USER = CancelReason.USER
+_STATUS_OF = {reason: reason.status for reason in CancelReason}  # a dict read is cheaper than the enum property
 
 
 class RiskHook(Protocol):
@@ -241,7 +246,7 @@ class Engine:
         qty = order.leaves
         order.canceled += qty
         order.leaves = 0
-        order.status = reason.status
+        order.status = _STATUS_OF[reason]
         self.seq += 1
         m.seq += 1
         out.append(OrderCanceled(
@@ -384,13 +389,13 @@ class Engine:
         self.next_order_id = oid + 1
         ts = self.clock.now
         is_limit = cmd.order_type is _LIMIT
-        tif = cmd.tif if is_limit else TimeInForce.IOC
+        tif = cmd.tif if is_limit else _IOC
         qty = cmd.qty
         pside = cmd.position_side
         reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (cmd.side is _BUY))
         order = Order(
             oid, cmd.account, m.instrument.symbol, cmd.side, cmd.order_type, tif, cmd.price, qty, qty,
-            0, 0, cmd.client_order_id, reduce_only, cmd.stp, OrderStatus.NEW, ts, 0, pside,
+            0, 0, cmd.client_order_id, reduce_only, cmd.stp, _NEW, ts, 0, pside,
         )
         self.seq += 1
         m.seq += 1
@@ -446,7 +451,7 @@ class Engine:
                 cmd.order_id if type(cmd.order_id) is int else 0,
             )
             return
-        self._cancel_resting(out, m, order, CancelReason.USER)
+        self._cancel_resting(out, m, order, _USER)
 
     def _cancel_all(self, cmd: CancelAll, out: list[Event]) -> None:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
