@@ -70,6 +70,7 @@ class Collector:
         import paho.mqtt.client as mqtt
 
         self.topic_filter, self.qos = topic_filter, qos
+        self._matches = mqtt.topic_matches_sub
         self._decode = msgspec.json.Decoder(_Probe).decode if fmt == "json" else msgspec.msgpack.Decoder(_Probe).decode
         self.last_topic_seq: dict[str, int] = {}
         self.last_seq: dict[str, int] = {}
@@ -81,6 +82,7 @@ class Collector:
         self.gaps: list[tuple[str, int, int]] = []
         self.order_errors = 0
         self.connects = 0
+        self.undecodable = 0
         self.expected: int | None = None
         self.done_at: float | None = None
         self.first_at: float | None = None
@@ -109,7 +111,14 @@ class Collector:
             self.distinct += 1
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        p = self._decode(msg.payload)
+        if not self._matches(self.topic_filter, msg.topic):
+            return  # a broker bug (amqtt sends some retained messages to filters they do not match)
+        try:
+            p = self._decode(msg.payload)
+        except msgspec.DecodeError:
+            with self._lock:
+                self.undecodable += 1
+            return
         topic = msg.topic
         with self._lock:
             self.messages += 1
@@ -157,6 +166,20 @@ class Collector:
     def missing(self, n: int) -> int:
         return sum(1 for s in range(1, n + 1) if s >= len(self.seen) or not self.seen[s])
 
+    def missing_ranges(self, n: int, limit: int = 20) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        start = None
+        for s in range(1, n + 2):
+            miss = s <= n and (s >= len(self.seen) or not self.seen[s])
+            if miss and start is None:
+                start = s
+            elif not miss and start is not None:
+                out.append((start, s - 1))
+                start = None
+                if len(out) >= limit:
+                    break
+        return out
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.disconnect()
@@ -169,7 +192,7 @@ class Collector:
                 "duplicates": self.duplicates, "gaps": len(self.gaps),
                 "gap_events": sum(b - a + 1 for _, a, b in self.gaps),
                 "order_errors": self.order_errors, "done_at": self.done_at, "first_at": self.first_at,
-                "topics": len(self.last_topic_seq), "connects": self.connects,
+                "topics": len(self.last_topic_seq), "connects": self.connects, "undecodable": self.undecodable,
             }
 
 
@@ -184,8 +207,9 @@ def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int
             c.expect(cmd[1])
             c.wait(cmd[2])
             res = c.result()
-            res["missing"] = c.missing(cmd[1])
+            res["missing"] = c.missing(cmd[3] or cmd[1])
             res["gap_list"] = c.gaps[:20]
+            res["missing_ranges"] = c.missing_ranges(cmd[3] or cmd[1])
             conn.send(res)
         elif cmd[0] == "stop":
             c.close()
@@ -206,8 +230,9 @@ class SubscriberProcess:
         if not self.conn.poll(30) or self.conn.recv() != "ready":
             raise RuntimeError("the subscriber process did not start")
 
-    def expect(self, n: int, timeout: float) -> dict[str, Any]:
-        self.conn.send(("expect", n, timeout))
+    def expect(self, n: int, timeout: float, total: int | None = None) -> dict[str, Any]:
+        """Wait until `n` distinct events arrived (or `timeout`); `missing` counts over seqs 1..total (or n)."""
+        self.conn.send(("expect", n, timeout, total))
         if not self.conn.poll(timeout + 30):
             raise RuntimeError("the subscriber process did not answer")
         return self.conn.recv()

@@ -124,6 +124,8 @@ async def _tail(args: argparse.Namespace) -> int:
 
             async def consume() -> None:
                 async for msg in client.messages:
+                    if not any(msg.topic.matches(f) for f in filters):
+                        continue  # some brokers (amqtt) send retained messages to filters they do not match
                     tail.message(str(msg.topic), bytes(msg.payload))  # type: ignore[arg-type]
                     sys.stdout.flush()
                     if args.count and tail.events >= args.count:

@@ -539,7 +539,7 @@ class Publisher:
         for name, n in topics.items():
             self.router.topic(name[len(self.router.prefix) + 1:] if self.router.prefix else name).seq += n
         self._system.seq += 1
-        notice = {"type": "Gap", "first_seq": first_seq, "last_seq": last_seq, "events": events,
+        notice = {"type": "Gap", "first_seq": first_seq, "last_seq": last_seq, "count": events,
                   "commands": commands, "topics": topics}
         self._push(_Msg(self._system.name, self.codec.notice(notice, self._system.seq), False, 1))
         self.gap_notices += 1

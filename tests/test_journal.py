@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from bench.random_flow import random_flow
-from exchange.cli import main as cli_main
 from exchange.clearing import Clearing
+from exchange.cli import main as cli_main
 from exchange.clock import VirtualClock
 from exchange.commands import Deposit, PlaceOrder, SetMarkPrice
 from exchange.engine import Engine
@@ -21,7 +21,7 @@ from exchange.runtime import Runtime, mark_price_timer
 enc = msgspec.json.Encoder().encode
 
 
-def write_journal(path, cmds, *, engine=None, timers=(), config=None) -> Runtime:  # noqa: ANN001
+def write_journal(path, cmds, *, engine=None, timers=(), config=None) -> Runtime:
     async def main() -> Runtime:
         rt = Runtime(engine or Engine(), sinks=[JournalSink(path)], timers=list(timers), config=config)
         async with rt:

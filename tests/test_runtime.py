@@ -33,7 +33,7 @@ def direct(cmds: list) -> list[Event]:
     return [ev for c in cmds for ev in engine.apply(c)]
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
@@ -254,7 +254,7 @@ def test_block_with_timeout_drops_after_the_stated_bound_then_recovers():
 class _FailingSink(Sink):
     name = "failing"
 
-    async def handle(self, chunk) -> None:  # noqa: ANN001
+    async def handle(self, chunk) -> None:
         raise RuntimeError("boom")
 
 
