@@ -1,15 +1,29 @@
 """The MQTT sink: engine events to an MQTT broker, per event or in batches, at QoS 0 or 1.
 
-Pipeline. `handle` (the sink task) routes every event to its topics
-(exchange/topics.py), encodes it once with msgspec, and either makes one
-message per topic at once (**event** mode) or appends it to the topic's
-pending batch (**batch** mode). A batch is published when it reaches
-`batch_max_events` or `batch_max_bytes`, when it has waited `batch_window`
-seconds, and on close; `batch_window=0` publishes the batches of every engine
-step at the end of that step. Messages go to an outbox; a publisher task
-sends them in order with at most `max_inflight` unacknowledged at once.
+Where the work happens. By default (`worker="process"`) the sink, in the
+engine's process, does one thing per chunk of engine steps: it encodes the
+chunk's events with one msgspec call and streams the bytes to a worker
+process over a socket pair. The worker (`python -m exchange.mqtt_sink
+--worker-fd N`, started and stopped by the sink) runs the `Publisher`:
+routing, batching, the outbox and the MQTT connection. The engine thus pays
+about one encoding per event for MQTT, and the publishing uses the other
+core. `worker="inline"` runs the Publisher in the engine's own event loop
+(no process; the engine and the publisher then share one core). The worker
+sends its log lines and statistics back to the sink, which logs them on the
+`exchange.mqtt` logger and reports them in `stats()`.
 
-Delivery. At QoS 1 a message stays in the sink's buffer until the broker has
+Pipeline. The Publisher routes every event to its topics (exchange/topics.py)
+and either makes one message per topic at once (**event** mode) or appends
+the event's bytes to the topic's pending batch (**batch** mode). A batch is
+published when it reaches `batch_max_events` (or, split, `batch_max_bytes`),
+or when it has waited `batch_window` seconds and no more input is waiting
+(when the publisher is behind, batches fill up to their size limit: fewer,
+larger messages are how it catches up), and on close. `batch_window=0`
+publishes the batches of every engine step at the end of that step. Messages
+go to an outbox; a publisher task sends them in order with at most
+`max_inflight` unacknowledged at once.
+
+Delivery. At QoS 1 a message stays in the outbox until the broker has
 acknowledged it. When the connection drops (broker restart, network), the
 publisher reconnects with exponential back-off (`reconnect_min` doubling up
 to `reconnect_max`), puts the unacknowledged messages back at the head of the
@@ -21,20 +35,22 @@ already seen. At QoS 0 a message counts as sent once written to the socket;
 what the broker had not forwarded when it went down is lost (as QoS 0 says).
 
 Bounds. The outbox holds at most `buffer_events` event copies (an event on
-three topics counts three); when it is full, `handle` waits, so the sink's
-queue fills and its overflow policy applies (block: the engine waits; drop:
-counted gaps, which the sink turns into topic_seq holes and a notice on
-`exchange/system`). On close the sink waits up to `close_timeout` seconds for
-the broker to acknowledge everything, then counts the rest as lost.
+three topics counts three); when it is full the Publisher stops taking input,
+so (through the socket's own flow control, in process mode) the sink's queue
+in the engine process fills and its overflow policy applies (block: the
+engine waits; drop: counted gaps, which become topic_seq holes and a notice
+on `exchange/system`). On close the sink waits up to `close_timeout` seconds
+for the broker to acknowledge everything, then counts the rest as lost.
 
-Retained. Topics of the streams in topics.RETAINED_STREAMS (mark, funding,
-insurance) are published with the retain flag: a late subscriber gets the
-latest message at once (in batch mode the last event of that batch is the
-current state).
+Retained. Topics of the streams in topics.RETAINED_STREAMS (mark, index,
+funding, insurance) are published with the retain flag: a late subscriber
+gets the latest message at once (in batch mode the last event of that batch
+is the current state).
 
 The client library is behind `MqttClient` (connect, publish, lost, close):
 `AiomqttClient` (aiomqtt 2.x, the default) and `PahoClient` (paho-mqtt
-directly) are provided, so another library can be measured by the same sink.
+driven by the same event loop) are provided (`client="paho"`), so another
+library can be measured by the same sink.
 """
 
 from __future__ import annotations
@@ -309,6 +325,7 @@ class Publisher:
         self._view_decode: Any = None
         self._raw_decode: Any = None
         self._dict_decode = msgspec.json.decode if cfg.payload_format == "json" else msgspec.msgpack.decode
+        self.backlog: Callable[[], int] = lambda: 0  # input waiting to be ingested (set by the owner)
         self.engine_events = 0
         self.messages_sent = 0
         self.event_copies_sent = 0
@@ -458,8 +475,10 @@ class Publisher:
             self._pending = True
 
     def _close_window(self) -> None:
-        """After a chunk: publish every batch if the window is over, else the ones at their size limit."""
-        if time.monotonic() - self._window_start >= self.cfg.batch_window:
+        """After a chunk: publish every batch if the window is over and no input is waiting (when behind,
+        batches fill up to their size limit: fewer, larger messages are how the publisher catches up),
+        else the batches at their size limit."""
+        if not self.backlog() and time.monotonic() - self._window_start >= self.cfg.batch_window:
             self.flush_all()
             return
         max_ev = self.cfg.batch_max_events
@@ -478,6 +497,9 @@ class Publisher:
 
     def _on_window(self) -> None:
         self._flush_handle = None
+        if self.backlog() and self._pending:  # more input waiting: it will close the window
+            self._flush_handle = asyncio.get_running_loop().call_later(self.cfg.batch_window, self._on_window)
+            return
         self.flush_all()
 
     def _emit_dirty(self) -> None:
@@ -701,6 +723,7 @@ class MqttSink(Sink):
     async def start(self, context: dict[str, Any]) -> None:
         if self.worker == "inline":
             self.publisher = Publisher(self.cfg, self._factory)
+            self.publisher.backlog = lambda: self.queued()
             await self.publisher.start()
         else:
             self.cfg.event_modules = sorted({c.__module__ for c in event_types()})
@@ -926,6 +949,7 @@ async def _worker_main(fd: int) -> None:
         with contextlib.suppress(Exception):
             importlib.import_module(module)
     pub = Publisher(cfg)
+    pub.backlog = lambda: len(getattr(reader, "_buffer", b""))  # frames already received, not yet read
     try:
         await pub.start()
     except Exception as exc:

@@ -94,6 +94,10 @@ class Sink:
         self.policy = OverflowPolicy(policy)
         self.block_timeout = block_timeout
 
+    def queued(self) -> int:
+        """Items waiting in this sink's queue (set by its runner): a sink may batch more when behind."""
+        return 0
+
     async def start(self, context: dict[str, Any]) -> None:
         """Open resources; `context` holds the run's `config` (what the journal header names)."""
 
@@ -258,6 +262,8 @@ class SinkRunner:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.queue = SinkQueue(sink)
+        self._remaining = 0  # items taken from the queue, not yet handled
+        sink.queued = lambda: len(self.queue) + self._remaining  # type: ignore[method-assign]
         self.task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
@@ -268,7 +274,9 @@ class SinkRunner:
                 items = await queue.get()
                 if not items:
                     break
+                self._remaining = len(items)
                 for item in items:
+                    self._remaining -= 1
                     if isinstance(item, Gap):
                         await sink.gap(item)
                     else:
