@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--client", choices=("aiomqtt", "paho"), default="aiomqtt",
                     help="the MQTT client the sink uses (the raw baseline is always aiomqtt)")
+    ap.add_argument("--worker", choices=("process", "inline"), default="process",
+                    help="publish from a worker process (default) or from the engine's process")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"engine in the runtime, no sink: {base:,.0f} events/s")
         runs: dict[str, dict[str, Any]] = {}
         for mode, qos, cmds in (("batch", 1, big), ("batch", 0, big), ("event", 1, small), ("event", 0, small)):
-            r = sink_run(url, cmds, mode=mode, qos=qos, tag=f"{mode}{qos}", client=args.client)
+            r = sink_run(url, cmds, mode=mode, qos=qos, tag=f"{mode}{qos}", client=args.client, worker=args.worker)
             runs[f"{mode}_qos{qos}"] = r
             say(f"{mode:5} qos {qos}: {r['events_per_sec']:>10,.0f} events/s end to end "
                 f"({r['msgs_per_sec']:,.0f} msgs/s, "
@@ -388,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "broker": broker.kind if broker else url,
         "client": args.client,
+        "worker": args.worker,
         "load_average_1min": round(os.getloadavg()[0], 2),
         "batch_qos1_events_per_sec": b1["events_per_sec"],
         "batch_qos0_events_per_sec": runs["batch_qos0"]["events_per_sec"],

@@ -67,6 +67,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -74,6 +75,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from exchange.events import Event
 from exchange.sinks import Chunk, Gap, OverflowPolicy, Sink
 from exchange.topics import (
     _NEEDS_DICT,
@@ -323,6 +325,7 @@ class Publisher:
         self._conn_error: BaseException | None = None
         self._next_id = 0
         self._view_decode: Any = None
+        self._sets: dict[int, tuple[TopicState, ...]] = {}
         self._raw_decode: Any = None
         self._dict_decode = msgspec.json.decode if cfg.payload_format == "json" else msgspec.msgpack.decode
         self.backlog: Callable[[], int] = lambda: 0  # input waiting to be ingested (set by the owner)
@@ -467,6 +470,27 @@ class Publisher:
                 n += len(views)
                 self._emit_dirty()
         self.engine_events += n
+
+    def ingest_routed(self, data: bytes) -> None:
+        """Batch mode, worker side: topic-set definitions, one topic-set id per event, the encoded events."""
+        hl, n = struct.unpack_from(">II", data)
+        body = memoryview(data)[8:]
+        if hl:
+            for k, names in msgspec.json.decode(body[:hl]).items():
+                self._sets[int(k)] = tuple(self.router.topic_named(name) for name in names)
+        if self._raw_decode is None:
+            mod = msgspec.json if self.codec.format == "json" else msgspec.msgpack
+            self._raw_decode = mod.Decoder(list[msgspec.Raw]).decode
+        ids = array("I")
+        ids.frombytes(body[hl:hl + 4 * n])
+        raws = self._raw_decode(body[hl + 4 * n:])
+        sets = self._sets
+        self._open_window()
+        for raw, i in zip(raws, ids, strict=True):
+            for st in sets[i]:
+                st.add(raw)
+        self.engine_events += n
+        self._close_window()
 
     # ------------------------------------------------------------------ batching
     def _open_window(self) -> None:
@@ -829,6 +853,11 @@ class _WorkerProxy:
         enc = msgspec.json.Encoder() if cfg.payload_format == "json" else msgspec.msgpack.Encoder()
         self._encode = enc.encode
         self._flat = cfg.mode == "batch" and cfg.batch_window > 0  # a flat list of events, else steps
+        # batch mode: the engine side routes (cheap, cached) and sends each event's topic-set id, so the
+        # worker only splits the encoded list (no second decode to route)
+        self._router = Router(cfg.prefix)
+        self._ids: dict[type, tuple[Any, dict[Any, int], Any]] = {}
+        self._sets: dict[tuple[TopicState, ...], int] = {}
         self.failed: str | None = None
 
     async def start(self) -> None:
@@ -882,11 +911,37 @@ class _WorkerProxy:
             raise ConnectionError(f"MQTT worker failed: {self.failed}")
         assert self.writer is not None
         if self._flat:
-            data = self._encode([ev for _cmd, events in chunk for ev in events])
+            evs = [ev for _cmd, events in chunk for ev in events]
+            ids = array("I")
+            add = ids.append
+            comp = self._ids
+            new: dict[int, list[str]] = {}
+            for ev in evs:
+                c = comp.get(type(ev))
+                i = c[1].get(c[0](ev)) if c is not None else None
+                if i is None:
+                    i = self._route_id(ev, new)
+                add(i)
+            head = msgspec.json.encode(new) if new else b""
+            data = b"".join((struct.pack(">II", len(head), len(ids)), head, ids.tobytes(), self._encode(evs)))
+            self.writer.write(_frame(b"B", data))
         else:
-            data = self._encode([events for _cmd, events in chunk])
-        self.writer.write(_frame(b"E", data))
+            self.writer.write(_frame(b"E", self._encode([events for _cmd, events in chunk])))
         await self.writer.drain()
+
+    def _route_id(self, ev: Event, new: dict[int, list[str]]) -> int:
+        """The id of `ev`'s topic set (defined in `new` the first time), cached by its routing key."""
+        states = self._router.route(ev)
+        i = self._sets.get(states)
+        if i is None:
+            i = self._sets[states] = len(self._sets)
+            new[i] = [st.name for st in states]
+        getter = self._router.compiled[type(ev)][0]
+        c = self._ids.get(type(ev))
+        if c is None:
+            c = self._ids[type(ev)] = (getter, {}, None)
+        c[1][getter(ev)] = i
+        return i
 
     async def send_gap(self, gap: Gap) -> None:
         assert self.writer is not None
@@ -973,7 +1028,10 @@ async def _worker_main(fd: int) -> None:
             except asyncio.IncompleteReadError:
                 log.error("mqtt: the engine process went away; flushing what is held")
                 break
-            if kind == b"E":
+            if kind == b"B":
+                pub.ingest_routed(body)
+                pub.idle()
+            elif kind == b"E":
                 pub.ingest_encoded(body)
                 pub.idle()  # the window's timer publishes what is pending if nothing else comes
             elif kind == b"G":

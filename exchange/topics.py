@@ -251,6 +251,14 @@ class Router:
             st = self.topics[name] = TopicState(name, relative.rsplit("/", 1)[-1] in RETAINED_STREAMS)
         return st
 
+    def topic_named(self, name: str) -> TopicState:
+        """The state of a topic given by its full name."""
+        st = self.topics.get(name)
+        if st is None:
+            relative = name[len(self.prefix) + 1:] if self.prefix else name
+            st = self.topic(relative)
+        return st
+
     def templates(self, cls: type) -> tuple[str, ...]:
         return self.routes.get(event_tag(cls)) or infer_templates(cls)
 
