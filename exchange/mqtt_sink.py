@@ -1,13 +1,14 @@
 """The MQTT sink: engine events to an MQTT broker, per event or in batches, at QoS 0 or 1.
 
 Where the work happens. By default (`worker="process"`) the sink, in the
-engine's process, does one thing per chunk of engine steps: it encodes the
-chunk's events with one msgspec call and streams the bytes to a worker
-process over a socket pair. The worker (`python -m exchange.mqtt_sink
+engine's process, does little per chunk of engine steps: it looks up each
+event's topic set (a cached dictionary lookup; in batch mode), encodes the
+chunk's events with one msgspec call and streams the bytes and the topic-set
+ids to a worker process over a socket pair. The worker (`python -m exchange.mqtt_sink
 --worker-fd N`, started and stopped by the sink) runs the `Publisher`:
-routing, batching, the outbox and the MQTT connection. The engine thus pays
-about one encoding per event for MQTT, and the publishing uses the other
-core. `worker="inline"` runs the Publisher in the engine's own event loop
+batching (routing too, in event mode), the outbox and the MQTT connection.
+The engine thus pays about one encoding per event for MQTT, and the
+publishing uses the other core when one is free. `worker="inline"` runs the Publisher in the engine's own event loop
 (no process; the engine and the publisher then share one core). The worker
 sends its log lines and statistics back to the sink, which logs them on the
 `exchange.mqtt` logger and reports them in `stats()`.
