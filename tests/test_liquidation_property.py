@@ -14,13 +14,13 @@ removed, deposits and withdrawals, deep bids far below the mark. After EVERY com
   verdict LIQUIDATE, by a brute-force scan of every account's units (`monitor.units_of`,
   `monitor.verdict`), the oracle for the trigger-price index; a unit at or past the margin-call
   ratio is in the called set (so its margin call has been published);
-* ADL (each ranking the liquidator computes is observed through a spy that calls the real
-  `rank`): the candidates are every open position of the symbol on the side opposite to the
-  liquidated one (the liquidated account's and the fund's excluded), no other; the ranking agrees
-  with the BitMEX score recomputed here from the spec (PnL% × effective leverage if PnL% > 0, else
-  PnL% / effective leverage; ties by account id), so profitable positions come first; the positions
-  actually deleveraged (AdlExecuted, ranks 1..n) are a prefix of that ranking, each closed in full
-  but the last.
+* ADL (each call of `Liquidator._deleverage` is observed through a wrapper that snapshots the book
+  and calls it): the positions actually deleveraged (AdlExecuted, ranks 1..n) are a prefix of the
+  ranking recomputed here from the spec — every open position of the symbol on the side opposite to
+  the liquidated one (the liquidated account's and the fund's excluded), by the BitMEX score (PnL% ×
+  effective leverage if PnL% > 0, else PnL% / effective leverage; ties by account id), so profitable
+  positions first, and the fund's own opposite position last — each closed in full but the last; no
+  AdlExecuted outside such a call.
 
 Deterministic (derandomize=True, no example database). The first test keeps to commands that only add
 margin; the second adds withdrawals, margin removal, emptied books and deep bids, and replays first the
@@ -60,7 +60,7 @@ from exchange.events import AdlExecuted, Event, LiquidationRecorded
 from liquidation.monitor import Verdict
 from tests.scenario_kit import BTC, ETH, USDT, Scenario, U, check_invariants
 
-MAX_EXAMPLES = 500
+MAX_EXAMPLES = 400
 TRADERS = 14
 MM = 1000  # the market maker's account
 SYMBOLS = (BTC, ETH)
@@ -83,19 +83,24 @@ class Trader:
 
 
 @dataclass
-class RankCall:
-    candidates: list[tuple[int, str, int, int, int, int]]  # (account, side, qty, cost, bankruptcy ticks, iso)
-    universe: list[tuple[int, str, int]]  # every open position of the symbol at call time (account, side, qty)
+class AdlCall:
+    """One call of Liquidator._deleverage: the book it saw, and the AdlExecuted events it published."""
+
+    liquidated: int  # the account whose position is deleveraged (the fund's own: FUND_ACCOUNT)
+    long: bool  # the liquidated position's direction
     symbol: str
     mark: int
     k: int
-    ranked: list[tuple[int, str]]
+    # every open position of the symbol on the opposite side, but the liquidated account's and the fund's:
+    # (account, position side, qty, cost, bankruptcy ticks), bankruptcy prices refreshed at that moment
+    candidates: list[tuple[int, str, int, int, int]]
+    fund_opposite: bool  # the fund holds an opposite position (deleveraged last, after the ranking)
+    events: list[AdlExecuted] = field(default_factory=list)
 
 
 @dataclass
 class Spy:
-    calls: list[RankCall] = field(default_factory=list)
-    scenario: Any = None
+    calls: list[AdlCall] = field(default_factory=list)
 
 
 def traders() -> st.SearchStrategy[list[Trader]]:
@@ -172,66 +177,61 @@ def check_units(s: Scenario, where: str) -> None:
 
 def check_adl(spy: Spy, events: list[Event], where: str) -> None:
     adl = [ev for ev in events if isinstance(ev, AdlExecuted)]
-    groups: list[list[AdlExecuted]] = []
-    for ev in adl:
-        if ev.rank == 1:
-            groups.append([])
-        assert groups, f"{where}: AdlExecuted ranks do not start at 1: {adl}"
-        groups[-1].append(ev)
-    assert len(groups) == len(spy.calls), f"{where}: {len(spy.calls)} ADL rankings but {len(groups)} ADL runs"
-    records = {(r.liquidation_id, r.symbol): r for r in events if isinstance(r, LiquidationRecorded) and r.qty_adl}
-    for call, group in zip(spy.calls, groups, strict=True):
-        liq = group[0].liquidation_id
-        rec = records.get((liq, call.symbol))
-        if rec is not None:
-            liquidated, long_liquidated = rec.account, rec.side == "LONG"
-        else:  # liquidation id 0: the fund deleveraging a position of its own (no trader's record)
-            assert liq == 0, f"{where}: no LiquidationRecorded for ADL of liquidation {liq}"
-            [fund_qty] = [q for a, _, q in call.universe if a == FUND_ACCOUNT]
-            liquidated, long_liquidated = FUND_ACCOUNT, fund_qty > 0
-        # opposite side only, and every such position (but the liquidated account's and the fund's)
-        expected = sorted((a, side) for a, side, q in call.universe
-                          if q and (q < 0) == long_liquidated and a not in (liquidated, FUND_ACCOUNT))
-        got = sorted((a, side) for a, side, *_ in call.candidates)
-        assert got == expected, f"{where}: ADL candidates {got} != opposite-side positions {expected}"
-        # the ranking is the spec's score, highest first, ties by account id: profitable ones first
-        scored = sorted(call.candidates, key=lambda c: (-bitmex_score(c[2], c[3], c[4], call.mark, call.k), c[0]))
-        assert [(c[0], c[1]) for c in scored] == call.ranked, f"{where}: ranking {call.ranked} != {scored}"
+    assert sum(len(call.events) for call in spy.calls) == len(adl), f"{where}: AdlExecuted outside an ADL run"
+    for call in spy.calls:
+        # the spec's ranking, recomputed here: the BitMEX score, highest first, ties by account id (then side)
+        ranking = sorted(call.candidates,
+                         key=lambda c: (-bitmex_score(c[2], c[3], c[4], call.mark, call.k), c[0], c[1]))
         seen_loser = False
-        for c in scored:
+        for c in ranking:  # (a restatement of the score's sign: profitable positions first)
             profitable = c[2] * call.mark * call.k - c[3] > 0
             assert not (profitable and seen_loser), f"{where}: a profitable position ranked after a losing one"
             seen_loser |= not profitable
-        # what was deleveraged: ranks 1..n, a prefix of the ranking (the fund's own position may follow)
+        expected = [(c[0], c[1]) for c in ranking] + ([(FUND_ACCOUNT, "BOTH")] if call.fund_opposite else [])
+        group = call.events
+        # what was deleveraged: ranks 1..n, opposite side only, a prefix of that ranking
         assert [ev.rank for ev in group] == list(range(1, len(group) + 1)), f"{where}: ranks {group}"
         order = [(ev.account, ev.position_side.value) for ev in group]
-        ranked_plus_fund = [*call.ranked, (FUND_ACCOUNT, "BOTH")]
-        assert order == ranked_plus_fund[:len(order)], f"{where}: ADL order {order} != ranking {call.ranked}"
+        assert order == expected[:len(order)], (
+            f"{where}: ADL of account {call.liquidated} ({'long' if call.long else 'short'}) hit {order}, "
+            f"the ranking is {expected}")
         sizes = {(c[0], c[1]): abs(c[2]) for c in call.candidates}
-        for ev in group[:-1]:
-            if ev.account != FUND_ACCOUNT:
-                assert ev.qty == sizes[(ev.account, ev.position_side.value)], (
-                    f"{where}: ADL moved past account {ev.account} without closing it")
-        for ev in group:
-            if ev.account != FUND_ACCOUNT:
-                assert ev.qty <= sizes[(ev.account, ev.position_side.value)]
+        for i, ev in enumerate(group):
+            if ev.account == FUND_ACCOUNT:
+                continue
+            size = sizes[(ev.account, ev.position_side.value)]
+            assert ev.qty <= size, f"{where}: ADL took {ev.qty} of a position of {size}"
+            if i < len(group) - 1:
+                assert ev.qty == size, f"{where}: ADL moved past account {ev.account} without closing it"
 
 
 def make_spy(s: Scenario, spy: Spy) -> Any:
-    real_rank = process.rank
+    """A wrapper of Liquidator._deleverage that records the book it is called on (and calls it)."""
+    real = process.Liquidator._deleverage
+    c = s.clearing
 
-    def spying_rank(candidates: list[Position], mark: int, k: int, *args: Any) -> list[Position]:
-        ranked = real_rank(candidates, mark, k, *args)
-        symbol = candidates[0].symbol if candidates else ""
-        universe = [(p.account, p.position_side.value, p.qty) for p in s.clearing.all_positions()
-                    if p.symbol == symbol and p.qty]
-        spy.calls.append(RankCall(
-            [(p.account, p.position_side.value, p.qty, p.cost, p.bankruptcy_ticks, int(p.isolated))
-             for p in candidates],
-            universe, symbol, mark, k, [(p.account, p.position_side.value) for p in ranked]))
-        return ranked
+    def spying_deleverage(self: Any, out: list[Event], acct: Any, pos: Position, *args: Any, **kw: Any) -> Any:
+        long = pos.qty > 0
+        opposite = [p for p in c.all_positions() if p.symbol == pos.symbol and p.qty and (p.qty < 0) == long]
+        candidates = []
+        for p in opposite:
+            if p.account in (acct.id, FUND_ACCOUNT):
+                continue
+            # the bankruptcy price at this moment; the engine's own (possibly cached) figures are put back
+            kept = (p.liq_ticks, p.bankruptcy_ticks)
+            c.refresh_prices(p)
+            candidates.append((p.account, p.position_side.value, p.qty, p.cost, p.bankruptcy_ticks))
+            p.liq_ticks, p.bankruptcy_ticks = kept
+        m = c.markets[pos.symbol]
+        call = AdlCall(acct.id, long, pos.symbol, c.reference_price(m), m.instrument.atoms_per_tick_lot, candidates,
+                       any(p.account == FUND_ACCOUNT for p in opposite))
+        first = len(out)
+        result = real(self, out, acct, pos, *args, **kw)
+        call.events = [ev for ev in out[first:] if isinstance(ev, AdlExecuted)]
+        spy.calls.append(call)
+        return result
 
-    return spying_rank
+    return spying_deleverage
 
 
 # ---------------------------------------------------------------- the run
@@ -338,7 +338,7 @@ FUNDS = st.sampled_from(["300", "3000", "50000"])  # the insurance fund's openin
 
 def play(people: list[Trader], fund: str, path: list[Any]) -> Run:
     run = Run(people, fund)
-    with mock.patch.object(process, "rank", make_spy(run.s, run.spy)):
+    with mock.patch.object(process.Liquidator, "_deleverage", make_spy(run.s, run.spy)):
         run.setup()
         # everyone opens a first position so that there is something to liquidate
         for i in range(len(run.people)):
