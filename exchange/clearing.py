@@ -122,6 +122,8 @@ class Clearing:
         self.markets: dict[str, Market] = {}
         self.assets: set[str] = set()
         self.touched: set[int] = set()  # accounts changed since the engine last looked (for the risk monitor)
+        # open positions per symbol, (account, position side) -> position: funding, ADL and quantiles read it
+        self.open_positions: dict[str, dict[tuple[int, PositionSide], Position]] = {}
         self.clearance_fees = 0  # cumulative, atoms (all assets): what liquidations paid the fund as fees
         self.shortfalls = 0  # cumulative: losses beyond a margin in fills, that the fund carried
         self.liquidation_shortfalls = 0  # the part of `shortfalls` in liquidation fills
@@ -515,6 +517,11 @@ class Clearing:
             acct.wallet[asset] += pos.isolated_margin
             pos.isolated_margin = 0
         self.touched.add(acct.id)
+        held = self.open_positions.setdefault(ins.symbol, {})
+        if pos.qty:
+            held[(acct.id, pside)] = pos
+        else:
+            held.pop((acct.id, pside), None)
         self.refresh_prices(pos)
         self._position_event(out, pos, reason, pnl, fee, trade_id)
         if not isolated or acct.wallet[asset] != wallet_before:
@@ -535,8 +542,8 @@ class Clearing:
         symbol = ins.symbol
         asset = ins.settlement_asset
         mark = self.reference_price(m)
-        positions = sorted((p for p in self.all_positions() if p.symbol == symbol and p.qty),
-                           key=lambda p: (p.account, p.position_side.value))
+        positions = [p for _, p in sorted(self.open_positions.get(symbol, {}).items(),
+                                          key=lambda kv: (kv[0][0], kv[0][1].value))]
         settlement = funding_payments([p.qty for p in positions], mark, rate, ins.atoms_per_tick_lot)
         # first what each pays or gets (a payer pays at most its balance), then the summary, then the payments
         plan: list[tuple[Position, int, int]] = []  # (position, amount applied, balance after)

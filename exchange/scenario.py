@@ -350,8 +350,9 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
           until: str | None = None) -> Built:
     """The engine, its set-up commands, index feeds and scheduled traders of a scenario.
 
-    `accounts` scales the traders' population (every count in proportion, at
-    least one of each kind that has any); `until` cuts the run length.
+    `accounts` scales the traders' population (every count but the market
+    makers' in proportion, at least one of each kind that has any); `until`
+    cuts the run length.
     """
     run = scenario.scenario
     seed = run.seed if seed is None else seed
@@ -405,11 +406,13 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
             setup.append(SetMarginMode(account=a.id, symbol=symbol, margin_mode=MarginMode.ISOLATED))
         setup.append(SetLeverage(account=a.id, symbol=symbol, leverage=a.leverage))
     traders: list[ScheduledTrader] = []
-    total = sum(t.count for t in scenario.traders)
+    total = sum(t.count for t in scenario.traders if t.kind != "market_maker")
     next_id = 1_000
     phase_rng = random.Random(seed)
     for t in scenario.traders:
-        count = t.count if accounts is None or not total else max(1 if t.count else 0, t.count * accounts // total)
+        # market makers provide the book and do not scale; every other population scales in proportion
+        scaled = t.kind != "market_maker" and accounts is not None and total
+        count = max(1 if t.count else 0, t.count * accounts // total) if scaled else t.count
         ins = instruments[t.symbol]
         for _ in range(count):
             acct = next_id

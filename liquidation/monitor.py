@@ -65,6 +65,7 @@ class RiskMonitor:
         self.symbols: dict[str, SymbolRisk] = {}
         self._entry: dict[UnitKey, tuple[str, bool, int]] = {}  # key -> (symbol, long, trigger)
         self._places: dict[UnitKey, list[str]] = {}  # key -> symbols whose called/multi sets hold it
+        self._indexed: dict[int, set[UnitKey]] = {}  # account -> its keys in _entry or _places
         self.called: set[UnitKey] = set()
 
     def _sym(self, symbol: str) -> SymbolRisk:
@@ -135,13 +136,18 @@ class RiskMonitor:
             s = self.symbols[symbol]
             s.called.discard(key)
             s.multi.discard(key)
+        keys = self._indexed.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._indexed[key[0]]
 
     def reindex_account(self, acct: Account) -> None:
         """Re-index every unit of an account after it changed (and drop the units it no longer has)."""
         if acct.id == FUND_ACCOUNT:
             return
         live = set(self.units_of(acct))
-        for key in [k for k in list(self._entry) + list(self._places) if k[0] == acct.id and k not in live]:
+        for key in sorted(self._indexed.get(acct.id, set()) - live):
             self.forget(key)
             self.called.discard(key)
         for key in sorted(live):
@@ -167,6 +173,7 @@ class RiskMonitor:
                 s = self._sym(symbol)
                 (s.called if key in self.called else s.multi).add(key)
             self._places[key] = symbols
+            self._indexed.setdefault(key[0], set()).add(key)
             return
         symbol = symbols[0]
         m = c.markets[symbol]
@@ -179,6 +186,7 @@ class RiskMonitor:
         s = self._sym(symbol)
         (s.longs if long else s.shorts).add((trigger, key))
         self._entry[key] = (symbol, long, trigger)
+        self._indexed.setdefault(key[0], set()).add(key)
 
     def candidates(self, symbol: str, mark: int) -> list[UnitKey]:
         """Units a mark of `symbol` may have put at or past the call threshold, in a fixed order."""

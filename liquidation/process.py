@@ -96,12 +96,15 @@ class Liquidator:
         self.next_id = 1
         self.records: dict[int, list[LiquidationRecorded]] = {}  # account -> its liquidation records
         self._busy = False
+        self._epoch = 0  # counts the updates (mark, command, tick) a cached ADL ranking is valid within
+        self._rank_cache: dict[tuple[str, bool], tuple[tuple[int, int], list[Position]]] = {}
 
     # ------------------------------------------------------------ triggers
     def after_command(self, out: list[Event]) -> None:
         """Re-index and check every account the last command touched, until a cascade settles."""
         if self._busy:
             return
+        self._epoch += 1
         self._busy = True
         try:
             for _ in range(_MAX_ROUNDS):
@@ -123,6 +126,7 @@ class Liquidator:
 
     def on_mark(self, m: Market, out: list[Event]) -> None:
         """A new mark price: check the units it may have put at risk, then offload the fund."""
+        self._epoch += 1
         mark = m.mark_price
         for key in self.monitor.candidates(m.instrument.symbol, mark):
             self._check(key, out)
@@ -347,11 +351,8 @@ class Liquidator:
         m = c.markets[pos.symbol]
         k = m.instrument.atoms_per_tick_lot
         long = pos.qty > 0
-        candidates = [p for p in c.all_positions() if p.symbol == pos.symbol and p.qty and (p.qty < 0) == long
-                      and p.account not in (acct.id, FUND_ACCOUNT)]
-        for p in candidates:
-            c.refresh_prices(p)
-        ranked = rank(candidates, mark, k, self.adl_ranking, self.adl_seed ^ liq_id)
+        ranked = [p for p in self._ranking(pos.symbol, not long, mark, k, liq_id)
+                  if p.qty and (p.qty < 0) == long and p.account not in (acct.id, FUND_ACCOUNT)]
         fund_acct = c.accounts.get(FUND_ACCOUNT)
         fund_pos = fund_acct.positions.get((pos.symbol, PositionSide.BOTH)) if fund_acct else None
         if fund_pos is not None and fund_pos.qty and (fund_pos.qty < 0) == long:
@@ -374,6 +375,26 @@ class Liquidator:
             done.append((other.account, take))
             qty -= take
         return done
+
+    def _ranking(self, symbol: str, long: bool, mark: int, k: int, liq_id: int) -> list[Position]:
+        """The ADL order of one symbol's longs (or shorts), ranked once per mark update and reused by every
+        liquidation of that update (a cascade): O(n log n) per update, not per liquidation. Positions that a
+        liquidation of the same update closed or reduced stay in the list; the caller skips the closed ones."""
+        key = (symbol, long)
+        cached = self._rank_cache.get(key)
+        if cached is None or cached[0] != (self._epoch, mark):
+            c = self.clearing
+            side = [p for (account, _), p in sorted(c.open_positions.get(symbol, {}).items(),
+                                                   key=lambda kv: (kv[0][0], kv[0][1].value))
+                    if (p.qty > 0) == long and account != FUND_ACCOUNT]
+            for p in side:
+                c.refresh_prices(p)
+            by_score = rank(side, mark, k, AdlRanking.PNL_LEVERAGE) if self.adl_ranking is AdlRanking.PNL_LEVERAGE \
+                else side
+            cached = self._rank_cache[key] = ((self._epoch, mark), by_score)
+        if self.adl_ranking is AdlRanking.RANDOM_OFFSET:
+            return rank(cached[1], mark, k, AdlRanking.RANDOM_OFFSET, self.adl_seed ^ liq_id)
+        return cached[1]
 
     def _offload(self, m: Market, out: list[Event]) -> None:
         """The fund offloads what it holds with IOCs inside the price band, at most one bracket-1 notional a tick."""
@@ -480,10 +501,11 @@ class Liquidator:
     def publish_quantiles(self, out: list[Event]) -> None:
         """Each open position's ADL quantile per symbol (the 'lights'); O(n log n) per publication."""
         c = self.clearing
-        by_symbol: dict[str, list[Position]] = {}
-        for p in c.all_positions():
-            if p.qty and p.account != FUND_ACCOUNT:
-                by_symbol.setdefault(p.symbol, []).append(p)
+        by_symbol: dict[str, list[Position]] = {
+            symbol: [p for (account, _), p in sorted(held.items(), key=lambda kv: (kv[0][0], kv[0][1].value))
+                     if account != FUND_ACCOUNT]
+            for symbol, held in c.open_positions.items() if held
+        }
         for symbol in sorted(by_symbol):
             m = c.markets[symbol]
             mark = c.reference_price(m)

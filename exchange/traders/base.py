@@ -69,6 +69,7 @@ class Trader(Protocol):
     """A simulated trader: its account, and the commands it sends at each step."""
 
     account: int
+    retired: bool  # a trader with nothing left to do (e.g. liquidated) is no longer scheduled
 
     def step(self, view: MarketView) -> list[Command]:
         """Commands for this step of virtual time."""
@@ -82,3 +83,4 @@ class SeededTrader:
         self.account = account
         self.symbol = symbol
         self.rng = random.Random(seed * 1_000_003 + account)
+        self.retired = False

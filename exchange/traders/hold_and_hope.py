@@ -35,6 +35,7 @@ class HoldAndHope(SeededTrader):
                                    side=Side.BUY if self.long else Side.SELL, qty=self.qty - abs(pos),
                                    order_type=OrderType.MARKET)]
         if not pos:
+            self.retired = True  # liquidated or closed: it holds and hopes no more
             return []
         lp = view.liquidation_price(self.account, self.symbol)
         mark = view.mark(self.symbol)

@@ -34,9 +34,12 @@ class PartialCloser(SeededTrader):
                 return [PlaceOrder(account=self.account, symbol=self.symbol,
                                    side=Side.BUY if self.long else Side.SELL, qty=self.qty - abs(pos),
                                    order_type=OrderType.MARKET)]
+        if not pos:
+            self.retired = True  # liquidated or closed out
+            return []
         lp = view.liquidation_price(self.account, self.symbol)
         mark = view.mark(self.symbol)
-        if not pos or not lp or not mark:
+        if not lp or not mark:
             return []
         if abs(mark - lp) * 1_000_000 <= self.trigger * mark:
             qty = max(1, abs(pos) * self.close // 1_000_000)
