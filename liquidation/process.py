@@ -414,6 +414,9 @@ class Liquidator:
             side, price = _SELL, -((-mark * (BAND_DEN - ins.band_down_num)) // BAND_DEN)
         else:
             side, price = _BUY, mark * (BAND_DEN + ins.band_up_num) // BAND_DEN
+        # never sell below (buy above) the price at which the fund's equity would meet its floor
+        floor_price = self._fund_floor_price(fund_acct, pos, m)
+        price = max(price, floor_price) if pos.qty > 0 else min(price, floor_price)
         asset = ins.settlement_asset
         before = self.fund.balance(asset)
         self.venue.send_ioc(out, m, FUND_ACCOUNT, PositionSide.BOTH, side, qty, price, OrderType.LIMIT)
@@ -436,21 +439,10 @@ class Liquidator:
         if pos is None or not pos.qty or not mark:
             return
         asset = ins.settlement_asset
-        k = ins.atoms_per_tick_lot
-        upnl_other = 0
-        for p in fund_acct.positions.values():
-            if p.qty and p is not pos and c.markets[p.symbol].instrument.settlement_asset == asset:
-                upnl_other += c.position_figures(p)[2]
-        wallet = fund_acct.wallet.get(asset, 0)
-        floor = self.fund.floor.get(asset, 0)
-        equity = wallet + upnl_other + pos.qty * mark * k - pos.cost
-        if equity > floor:
-            return
-        num = floor - wallet - upnl_other + pos.cost
-        den = pos.qty * k
-        price = -((-num) // den) if pos.qty > 0 else num // den  # long: up; short: down (both in its favour)
-        if price <= 0:
-            price = 1
+        price = self._fund_floor_price(fund_acct, pos, m)
+        if (mark > price) if pos.qty > 0 else (mark < price):
+            return  # its equity at the mark is above its floor
+        price = max(price, 1)
         liq_id = self.next_id
         self.next_id += 1
         rec = self._start(pos)
@@ -462,6 +454,19 @@ class Liquidator:
         self.fund.record(out, asset, self.fund.balance(asset) - rec.fund_before, "FUND_DELEVERAGED", liq_id,
                          symbol=ins.symbol)
         self._record(out, fund_acct, pos, rec, liq_id, mark, partial=False)
+
+    def _fund_floor_price(self, fund_acct: Account, pos: Position, m: Market) -> int:
+        """The price of `pos` at which the fund's equity equals its floor, on the tick grid in its favour.
+
+        Solves wallet + UPNL(other symbols) + q·k·P − cost = floor; a long rounds up, a short down.
+        """
+        c = self.clearing
+        asset = m.instrument.settlement_asset
+        upnl_other = sum(c.position_figures(p)[2] for p in fund_acct.positions.values()
+                         if p.qty and p is not pos and c.markets[p.symbol].instrument.settlement_asset == asset)
+        num = self.fund.floor.get(asset, 0) - fund_acct.wallet.get(asset, 0) - upnl_other + pos.cost
+        den = pos.qty * m.instrument.atoms_per_tick_lot
+        return -((-num) // den) if pos.qty > 0 else num // den
 
     # ------------------------------------------------------------ records
     def _fund_flows(self, out: list[Event], acct: Account, pos: Position, rec: _Record, liq_id: int) -> None:

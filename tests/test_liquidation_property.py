@@ -26,7 +26,7 @@ Deterministic (derandomize=True, no example database). The first test keeps to c
 margin; the second adds withdrawals, margin removal, emptied books and deep bids, and replays first the
 minimal examples of two engine bugs it found (fixed since). Another way for the fund to go negative (an
 offload into a bid already below its bankruptcy price when the mark gaps), which random runs did not
-reach, is a strict xfail in test_liquidation_scenarios.py.
+reach, is a regression test in test_liquidation_scenarios.py.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ long the first mark that liquidates is the first tick *below* the exact LP.
 Every command goes through `tests.scenario_kit.Scenario.apply`, which checks conservation to the
 atom, no negative balance (wallets, isolated margins, the fund) and balanced open interest after it.
 
-Engine bugs these tests found are at the end: regression tests for the fixed ones, a strict xfail with
-the reason for the one still open.
+Engine bugs these tests found are at the end, as regression tests (all fixed).
 """
 
 from __future__ import annotations
@@ -703,8 +702,8 @@ def test_k_records_name_the_adl_counterparties() -> None:
 
 
 # ================================================================== engine bugs found by these tests
-# The first three were found by this file and the property test, and are fixed in the engine (they were
-# strict xfails until then): they stay as regression tests. The last one is still open (strict xfail).
+# They were found by this file and the property test, and are fixed in the engine (they were strict xfails
+# until then): they stay as regression tests.
 def test_withdrawal_re_indexes_the_cross_account() -> None:
     """Was: Withdraw changed the cross LP without marking the account touched; the risk monitor kept the
     old trigger and a mark between the new LP and the old trigger did not liquidate."""
@@ -781,13 +780,10 @@ def test_insurance_fund_deleverages_what_it_holds_before_going_below_zero() -> N
     assert s.fund() == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (open): the insurance fund still goes below zero when a bid below its bankruptcy price is already in "
-    "the book as the mark gaps: Liquidator.on_mark runs _offload (IOC at mark × 0.95) before _guard_fund, so "
-    "the offload sells 0.02 at 19,500 (−1,050 on a 1,000 balance: fund −50) before the guard can deleverage "
-    "at 22,000. Fix: clamp the offload's limit price at the fund's floor price (the price _guard_fund "
-    "computes), and run the guard first; the same clamp covers the offload right after a take-over."))
-def test_bug_fund_offload_never_sells_below_the_funds_bankruptcy_price() -> None:
+def test_fund_offload_never_sells_below_the_funds_bankruptcy_price() -> None:
+    """Was: with a bid below the fund's bankruptcy price resting as the mark gaps, the offload (IOC at
+    mark × 0.95) sold 0.02 at 19,500 (−1,050 on a 1,000 balance: fund −50) before the guard could
+    deleverage at 22,000. Now the offload's limit is clamped at the fund's floor price."""
     s = fund_holding_a_long()
     s.bid(MM_ACCT, BTC, "19500", "1")  # resting while the mark is 45,000 (far below it)
     # The gap to 20,000: the bid is now inside the 5% band (≥ 19,000); the kit's invariant check raises.
