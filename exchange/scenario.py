@@ -351,8 +351,8 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
     """The engine, its set-up commands, index feeds and scheduled traders of a scenario.
 
     `accounts` scales the traders' population (every count but the market
-    makers' in proportion, at least one of each kind that has any); `until`
-    cuts the run length.
+    makers' in proportion, at least one of each kind that has any; the
+    market makers quote as much more size instead); `until` cuts the run.
     """
     run = scenario.scenario
     seed = run.seed if seed is None else seed
@@ -410,15 +410,17 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
     next_id = 1_000
     phase_rng = random.Random(seed)
     for t in scenario.traders:
-        # market makers provide the book and do not scale; every other population scales in proportion
+        # every population but the market makers scales in proportion; the market makers quote that much
+        # more size instead, so that the book keeps up with the population without a crowd of makers
         scaled = t.kind != "market_maker" and accounts is not None and total
         count = max(1 if t.count else 0, t.count * accounts // total) if scaled else t.count
+        size = max(1, accounts // total) if accounts is not None and total and not scaled else 1
         ins = instruments[t.symbol]
         for _ in range(count):
             acct = next_id
             next_id += 1
             account_setup(acct, t.balance, t.leverage, t.symbol, t.margin_mode == "isolated")
-            trader = _trader(t, acct, ins, seed)
+            trader = _trader(t, acct, ins, seed, size)
             traders.append(ScheduledTrader(trader, t.every, phase_rng.randrange(t.every)))
     return Built(scenario, engine, setup, feeds, traders, length, step, seed, instruments)
 
@@ -442,8 +444,8 @@ def opening_commands(built: Built, at_price: dict[str, int]) -> list[Command]:
     return cmds
 
 
-def _trader(t: TraderSpec, acct: int, ins: Instrument, seed: int) -> Trader:
-    qty = ins.qty_lots(str(_parse(t.qty, "qty")))
+def _trader(t: TraderSpec, acct: int, ins: Instrument, seed: int, size: int = 1) -> Trader:
+    qty = ins.qty_lots(str(_parse(t.qty, "qty"))) * size
     symbol = ins.symbol
     if t.kind == "market_maker":
         tick = ins.tick

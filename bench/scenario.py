@@ -1,0 +1,73 @@
+"""`python -m bench.scenario`: `exchange run crash` with a growing population of accounts.
+
+For each N it runs the real command line in a child process (`exchange run
+crash --accounts N`, journal included) and reports the wall time, the events
+and events per second from the run's own summary, and the child's peak
+resident memory. `--json` prints one JSON object; the default is a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_one(accounts: int, scenario: str, until: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        cmd = [sys.executable, "-m", "exchange", "run", scenario, "--accounts", str(accounts), "--quiet",
+               "--report-dir", str(out), "--summary-json", str(out / "summary.json")]
+        if until:
+            cmd += ["--until", until]
+        # a fresh process per size, so that its peak RSS is its own (ru_maxrss of a waited child)
+        code = (
+            "import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL);"
+            "print(json.dumps({'rc': r.returncode, 'rss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+        )
+        t = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t
+        child = json.loads(res.stdout.strip().splitlines()[-1])
+        if child["rc"] != 0:
+            raise SystemExit(f"exchange run failed for {accounts} accounts (exit {child['rc']})")
+        summary = json.loads((out / "summary.json").read_text())
+        journal = sum(f.stat().st_size for f in out.glob("*.jsonl"))
+    return {
+        "accounts": accounts, "wall_seconds": round(wall, 2), "events": summary["events"],
+        "events_per_sec": round(summary["events"] / summary["wall_seconds"]), "run_seconds": summary["wall_seconds"],
+        "liquidations": summary["liquidations_full"] + summary["liquidations_partial"],
+        "adl_events": summary["adl_events"], "peak_rss_mib": round(child["rss_kib"] / 1024, 1),
+        "journal_mib": round(journal / 2**20, 1), "conserved": summary.get("conserved"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="account counts, comma-separated")
+    ap.add_argument("--scenario", default="crash")
+    ap.add_argument("--until", help="cut the run (e.g. 10m) to keep big sizes short")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = [run_one(int(n), args.scenario, args.until) for n in args.sizes.split(",")]
+    info = {"scenario": args.scenario, "until": args.until, "python": sys.version.split()[0],
+            "cpus": os.cpu_count(), "rows": rows}
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"exchange run {args.scenario}{' --until ' + args.until if args.until else ''}  (Python {info['python']})")
+    print(f"{'accounts':>9} {'wall s':>8} {'events':>10} {'events/s':>9} {'liq.':>6} {'ADL':>6} {'peak MiB':>9} "
+          f"{'journal MiB':>11}")
+    for r in rows:
+        print(f"{r['accounts']:>9} {r['wall_seconds']:>8} {r['events']:>10} {r['events_per_sec']:>9} "
+              f"{r['liquidations']:>6} {r['adl_events']:>6} {r['peak_rss_mib']:>9} {r['journal_mib']:>11}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
