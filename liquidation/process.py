@@ -92,7 +92,7 @@ class Liquidator:
         self.adl_ranking = adl_ranking
         self.adl_seed = adl_seed
         self.adl_interval_ms = adl_interval_ms
-        self.next_adl_publish = 0
+        self.next_adl_publish = adl_interval_ms  # the first publication after one interval
         self.next_id = 1
         self.records: dict[int, list[LiquidationRecorded]] = {}  # account -> its liquidation records
         self._busy = False

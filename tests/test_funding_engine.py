@@ -1,0 +1,109 @@
+"""Funding through the engine: who pays at a funding time, with the test kit's clock.
+
+Rule (mechanics.md §1.3, exchange/funding.py FundingSchedule): the settlement at
+T is applied when the clock reaches T, to the positions open at that moment;
+a command stamped T comes after it. So a position closed by a trade at exactly
+T pays at T, and one opened by a trade at exactly T first pays at the next
+funding time. (freqtrade counts both boundaries for a trade open exactly at
+00:00 and closed at 08:00; with one ordering of commands only one of the two
+can hold: we keep "open when the clock reaches T", as Binance's
+"positions open at the settlement time" reads.)
+"""
+
+from __future__ import annotations
+
+from exchange.assembly import build_exchange
+from exchange.commands import Deposit, PlaceOrder, UpdateIndex
+from exchange.enums import Side
+from exchange.events import FundingPayment, FundingSettled
+from exchange.funding import RATE_DEN
+from exchange.testkit import EngineClock
+
+U = 10**8
+EIGHT_HOURS = 8 * 3_600_000
+
+
+def _exchange():
+    engine = build_exchange()
+    for account in (1, 2, 3):
+        engine.apply(Deposit(account=account, asset="USDT", amount=100_000 * U))
+    # one source at 80,000.0 (800,000 ticks): the index and the first mark
+    engine.apply(UpdateIndex(symbol="BTCUSDT", sources=[("binance", 1, 800_000)]))
+    return engine
+
+
+def _trade(engine, buyer: int, seller: int, lots: int) -> None:
+    engine.apply(PlaceOrder(account=seller, symbol="BTCUSDT", side=Side.SELL, qty=lots, price=800_000))
+    engine.apply(PlaceOrder(account=buyer, symbol="BTCUSDT", side=Side.BUY, qty=lots, price=800_000))
+
+
+def test_the_clock_goes_to_the_next_funding_time_and_longs_pay_the_interest_rate() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    _trade(engine, buyer=1, seller=2, lots=100)  # account 1 long 0.1 BTC, account 2 short
+    ts, events = clock.advance_to_next("funding")
+    assert ts == EIGHT_HOURS
+    (settled,) = [e for e in events if isinstance(e, FundingSettled)]
+    # An empty book gives no impact price, so every premium sample is 0 and F = I = 0.01% (mechanics.md §1.3)
+    assert settled.rate == RATE_DEN // 10_000
+    pay = {e.account: e.amount for e in events if isinstance(e, FundingPayment)}
+    # mark × size × F = 80,000 × 0.1 × 0.0001 = 0.8 USDT: the long pays it, the short receives it
+    assert pay == {1: -80_000_000, 2: 80_000_000}
+    assert settled.remainder == 0
+
+
+def test_a_position_opened_exactly_at_the_funding_time_pays_from_the_next_one() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    clock.advance_to(EIGHT_HOURS)  # the settlement at 8 h runs now: nobody is open yet
+    _trade(engine, buyer=1, seller=2, lots=100)  # stamped exactly 8 h
+    events = clock.advance_to(2 * EIGHT_HOURS - 1)
+    assert not [e for e in events if isinstance(e, FundingPayment)]
+    events = clock.advance_to(2 * EIGHT_HOURS)
+    assert {e.account for e in events if isinstance(e, FundingPayment)} == {1, 2}
+
+
+def test_a_position_opened_just_before_the_funding_time_pays_at_it() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    clock.advance_to(EIGHT_HOURS - 1)
+    _trade(engine, buyer=1, seller=2, lots=100)  # 1 ms before 8 h
+    events = clock.advance_to(EIGHT_HOURS)
+    assert {e.account: e.amount for e in events if isinstance(e, FundingPayment)} == {1: -80_000_000,
+                                                                                       2: 80_000_000}
+
+
+def test_a_position_closed_exactly_at_the_funding_time_still_pays_at_it() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    _trade(engine, buyer=1, seller=2, lots=100)
+    events = clock.advance_to(EIGHT_HOURS)  # settles first ...
+    assert {e.account for e in events if isinstance(e, FundingPayment)} == {1, 2}
+    _trade(engine, buyer=2, seller=1, lots=100)  # ... then the close stamped exactly 8 h
+    assert engine.clearing.open_positions["BTCUSDT"] == {}
+
+
+def test_eight_hours_of_funding_in_a_few_seconds_and_money_is_conserved() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    _trade(engine, buyer=1, seller=2, lots=100)
+    _trade(engine, buyer=3, seller=2, lots=37)
+    settled = []
+    for _ in range(3):
+        _, events = clock.advance_to_next("funding")
+        settled += [e for e in events if isinstance(e, FundingSettled)]
+    assert [s.funding_time for s in settled] == [EIGHT_HOURS, 2 * EIGHT_HOURS, 3 * EIGHT_HOURS]
+    for s in settled:
+        assert s.paid == s.received + s.remainder  # to the atom
+    c = engine.clearing
+    assert c.held("USDT") == c.treasury.deposits["USDT"]
+
+
+def test_next_scheduled_events_in_order() -> None:
+    engine = _exchange()
+    clock = EngineClock(engine)
+    assert clock.next_scheduled("mark") == 1_000  # a mark tick every second
+    assert clock.next_scheduled("premium") == 5_000  # a premium sample every 5 s
+    assert clock.next_scheduled("funding") == EIGHT_HOURS
+    ts, _ = clock.advance_to_next()
+    assert ts == 1_000
