@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from exchange.commands import AmendOrder, PlaceOrder
-from exchange.enums import OrderType, RejectReason, Side, TimeInForce
+from exchange.enums import OrderType, PositionSide, RejectReason, SelfTradePrevention, Side, TimeInForce
 from exchange.instrument import BAND_DEN, Instrument
 
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
@@ -18,12 +18,11 @@ _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
 _BUY = Side.BUY
 _SELL = Side.SELL
-_TIFS = frozenset(TimeInForce)
 
 
 def check_client_order_id(client_order_id: str) -> RejectReason | None:
-    """Binance's newClientOrderId rule: 1-36 of `.A-Z:/a-z0-9_-` (empty: none given)."""
-    if client_order_id and (type(client_order_id) is not str or not _CLIENT_ID.fullmatch(client_order_id)):
+    """Binance's newClientOrderId rule: 1-36 of `.A-Z:/a-z0-9_-` (empty: none given; not a str: invalid)."""
+    if type(client_order_id) is not str or (client_order_id and not _CLIENT_ID.fullmatch(client_order_id)):
         return RejectReason.INVALID_CLIENT_ORDER_ID
     return None
 
@@ -66,16 +65,22 @@ def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> 
     `mark` is the mark price (0: unknown); `reference` values a market order
     for MIN_NOTIONAL: the mark, else the last trade, else 0 (no check).
     """
+    # Fields of the wrong type (a plain str where an enum belongs included): rejected, never acted on.
+    if (type(cmd.account) is not int or type(cmd.reduce_only) is not bool or type(cmd.stp) is not SelfTradePrevention
+            or type(cmd.position_side) is not PositionSide):
+        return RejectReason.MALFORMED
     side = cmd.side
     if side is not _BUY and side is not _SELL:
         return RejectReason.INVALID_SIDE
     otype = cmd.order_type
     if otype is _LIMIT:
-        if cmd.tif not in _TIFS:
+        if type(cmd.tif) is not TimeInForce:  # a plain "GTC" str would pass `in` but fail every `is`
             return RejectReason.INVALID_TIME_IN_FORCE
         reason = check_qty(ins, cmd.qty, ins.max_qty_lots) or check_limit_price(ins, side, cmd.price, mark)
         price = cmd.price
     elif otype is _MARKET:
+        if type(cmd.price) is not int:
+            return RejectReason.MALFORMED
         if cmd.price:
             return RejectReason.PRICE_NOT_ALLOWED
         reason = check_qty(ins, cmd.qty, ins.max_market_qty_lots)
@@ -87,9 +92,7 @@ def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> 
     # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only
     if price and not cmd.reduce_only and price * cmd.qty * ins.atoms_per_tick_lot < ins.min_notional_atoms:
         return RejectReason.MIN_NOTIONAL
-    if cmd.client_order_id:
-        return check_client_order_id(cmd.client_order_id)
-    return None
+    return check_client_order_id(cmd.client_order_id)
 
 
 def check_amend(ins: Instrument, side: Side, cmd: AmendOrder, mark: int, reduce_only: bool) -> RejectReason | None:
