@@ -255,6 +255,8 @@ class Engine:
         ))
 
     def _find(self, m: Market, account: int, order_id: int, client_order_id: str) -> Order | None:
+        if type(account) is not int:  # an unhashable account would raise in the client-order-id lookup
+            return None
         if order_id:
             order = self.orders.get(order_id) if type(order_id) is int else None
         elif client_order_id and type(client_order_id) is str:
@@ -457,6 +459,9 @@ class Engine:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
         if m is None:
             self._reject(out, None, cmd.account, "CancelAll", RejectReason.UNKNOWN_SYMBOL)
+            return
+        if type(cmd.account) is not int:
+            self._reject(out, m, 0, "CancelAll", RejectReason.MALFORMED)
             return
         for order in list(m.open_by_account.get(cmd.account, {}).values()):
             self._cancel_resting(out, m, order, CancelReason.USER)

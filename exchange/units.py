@@ -42,8 +42,11 @@ def parse_decimal(value: str | int | Decimal, what: str) -> Decimal:
 def to_units(value: str | int | Decimal, unit: Decimal, what: str, off_grid: RejectReason) -> int:
     """The whole number of `unit`s in `value`; GridError(off_grid) if it is not whole."""
     d = parse_decimal(value, what)
-    n = d / unit
-    if n != n.to_integral_value():
+    try:
+        n, rest = divmod(d, unit)  # exact, unlike d / unit (rounded to 28 digits), or an error
+    except ArithmeticError:  # the quotient has more digits than the context holds
+        raise GridError(RejectReason.MALFORMED, f"{what}: out of range: {value!r}") from None
+    if rest:
         raise GridError(off_grid, f"{what}: {value} is not a multiple of {unit}")
     return int(n)
 

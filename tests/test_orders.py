@@ -950,9 +950,6 @@ def test_edge_conversion_rejects_off_grid_and_malformed_values(convert: str, val
     assert err.value.reason is reason
 
 
-@pytest.mark.xfail(strict=True, reason="units.to_units divides with the default 28-digit Decimal context: a value "
-                                       "with more digits is rounded onto the grid, and a huge exponent raises "
-                                       "decimal.Overflow instead of GridError (fix: exact divmod, see report)")
 @pytest.mark.parametrize("value,reason", [
     ("80000.1000000000000000000000000001", RejectReason.PRICE_OFF_TICK),  # 1e-28 off the grid
     ("1e999999", RejectReason.MALFORMED),
@@ -1107,9 +1104,6 @@ def test_wrong_typed_command_is_rejected_and_never_raises(name: str) -> None:
     _assert_rejected_without_change(MALFORMED_COMMANDS[name])
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="engine.py hashes an unchecked account: CancelAll and lookups by client order id raise "
-                          "TypeError for an unhashable account (fix in the report)")
 @pytest.mark.parametrize("name", list(RAISES_IN_ENGINE))
 def test_unhashable_account_is_rejected_and_never_raises(name: str) -> None:
     _assert_rejected_without_change(RAISES_IN_ENGINE[name])
