@@ -1,4 +1,4 @@
-"""Matching throughput: a seeded workload through the full engine and through the minimal one.
+"""Matching throughput: a seeded workload through the full engine and through two minimal ones.
 
     python -m bench.matching [--shape shallow|deep] [--ops N] [--seed S]
                              [--workload FILE] [--write-workload FILE]
@@ -10,11 +10,12 @@ command Struct (PlaceOrder / CancelOrder), built inside the timed loop as a
 gateway would build it, and answers with its events; the harness reads the
 first event of a place (the engine's order id, mapped from the workload's oid)
 and of a cancel (to count rejects), and the trades of an aggressive order (for
-the traded quantity). The minimal engine (bench/minimal.py) gets the same
-operations as plain integers. Orders are spread over 64 accounts (account =
+the traded quantity). The minimal engines (bench/minimal.py: `minimal` on the
+engine's own OrderBook, `floor` on lean structures of the same design) get the
+same operations as plain integers. Orders are spread over 64 accounts (account =
 oid % 64 + 1) with the engine's default self-trade prevention.
 
-With --repeat R both engines replay the workload R times, alternately, each
+With --repeat R the three engines replay the workload R times, in turn, each
 time from an empty book; the figures are medians (a shared machine is noisy).
 Peak RSS is the process's high-water mark (getrusage), workload included.
 """
