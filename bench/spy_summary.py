@@ -1,7 +1,7 @@
 """Summarise a py-spy profile of the matching benchmark: where the replay's time goes, by function.
 
-    py-spy record -r 1000 -f raw -o /tmp/spy.txt -- python3 -m bench.matching --ops 300000
-    python3 -m bench.spy_summary /tmp/spy.txt [--under replay_full] [--top 25]
+    py-spy record -r 1000 -f raw -o spy.txt -- python3 -m bench.matching --ops 300000
+    python3 -m bench.spy_summary spy.txt [--under replay_full] [--top 25]
 
 Only samples inside `--under` (default replay_full: the full engine's timed
 loop) count. "self" is time in the function's own bytecode, including the C
