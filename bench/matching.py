@@ -45,7 +45,8 @@ from bench.workload import (
     read_workload,
     write_workload,
 )
-from exchange.commands import CancelOrder, PlaceOrder
+from exchange.assembly import build_exchange
+from exchange.commands import CancelOrder, Deposit, PlaceOrder
 from exchange.engine import Engine
 from exchange.enums import OrderType, Side
 from exchange.events import OrderRejected, Trade
@@ -107,9 +108,19 @@ def replay_minimal(engine: MinimalEngine | FloorEngine, workload: Workload) -> d
     }
 
 
-def run_full(workload: Workload) -> dict[str, int | float]:
-    """Replay `workload` through a fresh Engine (no clearing: the matcher alone); timing and counts."""
-    engine = Engine()
+def margin_engine() -> Engine:
+    """The full exchange (clearing, risk monitor, liquidation engine) with the workload's 64 accounts funded
+    so well that no order is refused for margin: every fill then books positions, fees, wallets and
+    liquidation prices, and re-indexes both accounts, as in a live run (deposits are outside the timing)."""
+    engine = build_exchange(insurance_fund={"USDT": 10**6 * 10**8})
+    for account in range(1, ACCOUNTS + 1):
+        engine.apply(Deposit(account=account, asset="USDT", amount=10**12 * 10**8))
+    return engine
+
+
+def run_full(workload: Workload, margin: bool = False) -> dict[str, int | float]:
+    """Replay `workload` through a fresh Engine (matcher alone, or with margin); timing and counts."""
+    engine = margin_engine() if margin else Engine()
     workload.max_oid()  # computed here, not in the timed loop
     gc.collect()
     t0 = time.perf_counter()
@@ -145,15 +156,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def benchmark(workload: Workload, repeat: int = 1) -> dict[str, object]:
-    """Replay the three engines `repeat` times, in turn; medians, and the checks that they agree."""
+def benchmark(workload: Workload, repeat: int = 1, margin: bool = False) -> dict[str, object]:
+    """Replay the engines `repeat` times, in turn; medians, and the checks that they agree.
+
+    With `margin`, the full exchange (clearing and liquidation engine) replays it too, and its slowdown
+    against the margin-free engine of the same run is reported.
+    """
     n = len(workload)
-    fulls, minis, floors = [], [], []
+    fulls, minis, floors, margins = [], [], [], []
     for _ in range(repeat):
         fulls.append(run_full(workload))
         minis.append(run_minimal(workload, MinimalEngine))
         floors.append(run_minimal(workload, FloorEngine))
+        if margin:
+            margins.append(run_full(workload, margin=True))
     full = fulls[-1]
+    if margin:
+        for key in ("fills", "traded_qty", "resting_orders", "rejects"):
+            if full[key] != margins[-1][key]:
+                raise AssertionError(f"margin run disagrees on {key}: {full[key]} vs {margins[-1][key]}")
     for other, name in ((minis[-1], "minimal"), (floors[-1], "floor")):
         for key in ("fills", "traded_qty", "resting_orders"):
             if full[key] != other[key]:
@@ -180,6 +201,21 @@ def benchmark(workload: Workload, repeat: int = 1) -> dict[str, object]:
         "resting_orders": full["resting_orders"],
         "rejects": full["rejects"],
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        **_margin_figures(n, fulls, margins),
+    }
+
+
+def _margin_figures(n: int, fulls: list[dict[str, int | float]], margins: list[dict[str, int | float]]
+                    ) -> dict[str, object]:
+    if not margins:
+        return {}
+    rates = [n / r["seconds"] for r in margins]
+    full_rates = [n / r["seconds"] for r in fulls]
+    return {
+        "margin_ops_per_sec": round(statistics.median(rates)),
+        # slowdown = margin-free rate / margin rate, run by run, then the median (target: under 2)
+        "margin_slowdown": round(statistics.median(f / m for f, m in zip(full_rates, rates, strict=True)), 3),
+        "margin_events": margins[-1]["events"],
     }
 
 
@@ -192,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-workload", metavar="FILE", help="also write the workload to FILE")
     parser.add_argument("--repeat", type=int, default=1, help="replays of each engine; medians reported")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--margin", action="store_true",
+                        help="also replay through the full exchange (margin, positions, liquidation monitor) "
+                             "and report its slowdown against the margin-free engine")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -207,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_workload:
         write_workload(workload, args.write_workload)
     result: dict[str, object] = {"shape": shape, "seed": None if args.workload else args.seed}
-    result.update(benchmark(workload, args.repeat))
+    result.update(benchmark(workload, args.repeat, args.margin))
     result["mix"] = {k: round(v, 4) for k, v in workload.mix().items()}
     result["book"] = workload.stats
     result["workload_seconds"] = round(gen_seconds, 2)
@@ -231,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
           f"  ratio full/floor {result['ratio_vs_floor']}")
     print(f"events {result['events']:,}, fills {result['fills']:,}, traded {result['traded_qty']:,} lots, "
           f"resting at end {result['resting_orders']:,}, rejects {result['rejects']}")
+    if args.margin:
+        print(f"with margin:    {result['margin_ops_per_sec']:>10,} ops/s  (clearing + liquidation monitor, "
+              f"{result['margin_events']:,} events)  slowdown {result['margin_slowdown']}x")
     print(f"peak RSS {result['peak_rss_mib']} MiB")
     return 0
 
