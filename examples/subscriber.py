@@ -18,13 +18,15 @@ import aiomqtt
 
 
 def events_of(payload: bytes) -> list[dict]:
-    """The events in one message, each with its `topic_seq` (a batch numbers its events in order)."""
+    """The events in one message, each with its `schema` and `topic_seq`. A batch's events carry neither:
+    the event at position i has topic_seq `first_topic_seq + i` and the envelope's schema."""
     obj = json.loads(payload)
     if obj.get("type") != "batch":
         return [obj]
+    first, schema = obj["first_topic_seq"], obj["schema"]
     for i, ev in enumerate(obj["events"]):
-        ev["topic_seq"] = obj["first_topic_seq"] + i
-        ev["schema"] = obj["schema"]
+        ev["topic_seq"] = first + i
+        ev["schema"] = schema
     return obj["events"]
 
 
@@ -32,6 +34,8 @@ def handle(topic: str, ev: dict) -> None:
     """Your code here. Prices are ticks, quantities lots (see the instrument's tick and step)."""
     if ev["type"] == "Trade":
         print(f"{topic}: trade {ev['qty']} @ {ev['price']} ({ev['taker_side']} taker)")
+    elif "seq" not in ev:  # a notice of the publisher itself (exchange/system), e.g. a counted Gap
+        print(f"{topic}: {ev['type']} {ev}")
     else:
         print(f"{topic}: {ev['type']} seq {ev['seq']}")
 

@@ -1,26 +1,33 @@
 """The MQTT sink: engine events to an MQTT broker, per event or in batches, at QoS 0 or 1.
 
 Where the work happens. By default (`worker="process"`) the sink, in the
-engine's process, does little per chunk of engine steps: it looks up each
-event's topic set (a cached dictionary lookup; in batch mode), encodes the
-chunk's events with one msgspec call and streams the bytes and the topic-set
-ids to a worker process over a socket pair. The worker (`python -m exchange.mqtt_sink
---worker-fd N`, started and stopped by the sink) runs the `Publisher`:
-batching (routing too, in event mode), the outbox and the MQTT connection.
-The engine thus pays about one encoding per event for MQTT, and the
-publishing uses the other core when one is free. `worker="inline"` runs the Publisher in the engine's own event loop
-(no process; the engine and the publisher then share one core). The worker
-sends its log lines and statistics back to the sink, which logs them on the
-`exchange.mqtt` logger and reports them in `stats()`.
+engine's process, does two things per chunk of engine steps: it encodes
+the chunk's events with ONE msgspec call, and looks up each event's topic
+set (a cached dictionary lookup by class and routing key), then writes the
+bytes and the topic-set ids (a u32 array) to a worker process over a socket
+pair (`_WorkerProxy.encode_frame` has the layout). The worker (`python -m
+exchange.mqtt_sink --worker-fd N`, started and stopped by the sink) runs the
+`Publisher`: it splits the encoded list into each event's bytes (one
+`list[msgspec.Raw]` decode: no copy, no second routing), batches, keeps the
+outbox and the MQTT connection. The engine thus pays about one encoding and
+one lookup per event for MQTT (~0.7 µs), and the publishing uses the other
+core when one is free. `worker="inline"` runs the Publisher in the engine's
+own event loop (no process; the engine and the publisher then share one
+core). The worker sends its log lines and statistics (with its own CPU
+time) back to the sink, which logs them on the `exchange.mqtt` logger and
+reports them in `stats()`.
 
-Pipeline. The Publisher routes every event to its topics (exchange/topics.py)
-and either makes one message per topic at once (**event** mode) or appends
-the event's bytes to the topic's pending batch (**batch** mode). A batch is
-published when it reaches `batch_max_events` (or, split, `batch_max_bytes`),
-or when it has waited `batch_window` seconds and no more input is waiting
-(when the publisher is behind, batches fill up to their size limit: fewer,
-larger messages are how it catches up), and on close. `batch_window=0`
-publishes the batches of every engine step at the end of that step. Messages
+Pipeline. Every event is encoded once; its bytes are what every topic gets.
+In **event** mode the Publisher makes one message per event and topic at
+once (`schema` and `topic_seq` spliced in front of the event's fields). In
+**batch** mode it appends the event's bytes to each topic's pending batch;
+a batch is published when it reaches `batch_max_events` (in full messages;
+a message over `batch_max_bytes` is split), or when it has waited
+`batch_window` seconds and no more input is waiting (while the publisher is
+behind, batches fill up to their size limit: fewer, larger messages are how
+it catches up), and on close. `batch_window=0` publishes the batches of every
+engine step at the end of that step. A batch message is one msgspec call over
+the envelope and the list of the events' bytes (topics.Codec.batch). Messages
 go to an outbox; a publisher task sends them in order with at most
 `max_inflight` unacknowledged at once.
 
@@ -49,16 +56,18 @@ gets the latest message at once (in batch mode the last event of that batch
 is the current state).
 
 The client library is behind `MqttClient` (connect, publish, lost, close):
-`AiomqttClient` (aiomqtt 2.x, the default) and `PahoClient` (paho-mqtt
-driven by the same event loop) are provided (`client="paho"`), so another
-library can be measured by the same sink.
+`AiomqttClient` (aiomqtt 2.x, the default; it publishes through aiomqtt's
+paho client and aiomqtt's acknowledgement bookkeeping without a coroutine and
+a task per message, about half of the cost per message; `client="aiomqtt-task"`
+awaits aiomqtt's `publish` per message) and `PahoClient` (paho-mqtt driven by
+the same event loop, `client="paho"`) are provided, so another library can be
+measured by the same sink.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import math
 import os
@@ -70,8 +79,9 @@ import time
 import urllib.parse
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
+from itertools import islice
 from typing import Any, Protocol
 
 import msgspec
@@ -79,15 +89,11 @@ import msgspec
 from exchange.events import Event
 from exchange.sinks import Chunk, Gap, OverflowPolicy, Sink
 from exchange.topics import (
-    _NEEDS_DICT,
     DEFAULT_PREFIX,
     SYSTEM_TOPIC,
     Codec,
     Router,
     TopicState,
-    event_types,
-    routing_fields,
-    view_type,
 )
 
 log = logging.getLogger("exchange.mqtt")
@@ -128,11 +134,26 @@ class MqttClient(Protocol):
 ClientFactory = Callable[..., MqttClient]
 
 
+class _Ack:
+    """What aiomqtt's on_publish calls `set()` on: completes a publish's future."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[None]) -> None:
+        self.fut = fut
+
+    def set(self) -> None:
+        if not self.fut.done():
+            self.fut.set_result(None)
+
+
 class AiomqttClient:
-    """aiomqtt 2.x. Each publish is a task awaiting aiomqtt's `publish`, so several can be in flight."""
+    """aiomqtt 2.x: its connection (connect, reading, keep-alive, disconnect). Publishing takes aiomqtt's own
+    path minus its per-message coroutine and task (`fast`, the default; `fast=False`: a task awaiting
+    aiomqtt's `publish` per message), so several messages are in flight."""
 
     def __init__(self, host: str, port: int, *, client_id: str | None = None, max_inflight: int = 64,
-                 keepalive: int = 30, timeout: float = 10.0) -> None:
+                 keepalive: int = 30, timeout: float = 10.0, fast: bool = True) -> None:
         import aiomqtt
 
         self._client = aiomqtt.Client(
@@ -140,12 +161,32 @@ class AiomqttClient:
             timeout=timeout, clean_session=True,
         )
         self._client.pending_calls_threshold = 1 << 30  # it would log a warning per publish beyond 10 in flight
+        # aiomqtt 2.x internals used by the fast path (else: its public `publish`, a task per message)
+        self._paho = getattr(self._client, "_client", None)
+        self._acks = getattr(self._client, "_pending_publishes", None)
+        self._fast = fast and self._paho is not None and isinstance(self._acks, dict)
 
     async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._client.__aenter__()
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
+        if self._fast:
+            return self._publish_fast(topic, payload, qos, retain)
         return asyncio.ensure_future(self._client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf))
+
+    def _publish_fast(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
+        """aiomqtt's `publish` without its coroutine, task and event per message: the same call to its paho
+        client, and the same registration of the message id, which aiomqtt's on_publish completes."""
+        fut = self._loop.create_future()
+        info = self._paho.publish(topic, payload, qos, retain)
+        if info.rc != 0:
+            fut.set_exception(ConnectionError(f"publish failed: rc {info.rc}"))
+        elif info.is_published():
+            fut.set_result(None)
+        else:
+            self._acks[info.mid] = _Ack(fut)
+        return fut
 
     def lost(self) -> asyncio.Future[None]:
         # aiomqtt 2.x completes this future from paho's on_disconnect (and on socket errors)
@@ -246,7 +287,8 @@ class PahoClient:
         self._set_lost()
 
 
-CLIENTS: dict[str, ClientFactory] = {"aiomqtt": AiomqttClient, "paho": PahoClient}
+CLIENTS: dict[str, ClientFactory] = {"aiomqtt": AiomqttClient, "aiomqtt-task": partial(AiomqttClient, fast=False),
+                                     "paho": PahoClient}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -269,7 +311,6 @@ class MqttConfig(msgspec.Struct, kw_only=True):
     close_timeout: float = 60.0
     client: str = "aiomqtt"
     client_id: str | None = None
-    event_modules: list[str] = []  # modules defining Event subclasses, imported by the worker
 
     def __post_init__(self) -> None:
         if self.qos not in (0, 1):
@@ -325,10 +366,12 @@ class Publisher:
         self._gen = 0
         self._conn_error: BaseException | None = None
         self._next_id = 0
-        self._view_decode: Any = None
-        self._sets: dict[int, tuple[TopicState, ...]] = {}
-        self._raw_decode: Any = None
-        self._dict_decode = msgspec.json.decode if cfg.payload_format == "json" else msgspec.msgpack.decode
+        mod: Any = msgspec.json if cfg.payload_format == "json" else msgspec.msgpack
+        self._dict_decode = mod.decode
+        self._raw_decode = mod.Decoder(list[msgspec.Raw]).decode  # an encoded list -> each event's bytes
+        # inline: event class -> (routing key getter, key -> topics); worker: topic-set id -> topics
+        self._routes: dict[type, tuple[Callable[[Any], Any], dict[Any, tuple[TopicState, ...]]]] = {}
+        self._sets: list[tuple[TopicState, ...]] = []
         self.backlog: Callable[[], int] = lambda: 0  # input waiting to be ingested (set by the owner)
         self.engine_events = 0
         self.messages_sent = 0
@@ -377,139 +420,120 @@ class Publisher:
         except Exception:
             log.exception("mqtt: publisher failed")
 
-    # ------------------------------------------------------------------ intake: typed events (inline)
+    # ------------------------------------------------------------------ intake
     def ingest(self, chunk: Chunk) -> None:
-        router = self.router
-        compiled, resolve, encode = router.compiled, router.route, self.codec.encode
-        n = 0
+        """Inline intake: the engine's steps. Their events are encoded with one msgspec call and split into
+        each event's bytes (msgspec.Raw), which every mode publishes as they are."""
+        evs = [ev for _cmd, events in chunk for ev in events]
+        if not evs:
+            return
+        counts = [len(events) for _cmd, events in chunk] if self._per_step else None
+        routed = self._route_events(evs)
+        self._add(routed, self._raw_decode(self.codec.encode(evs)), counts, set(routed))
+        if self._pending:
+            self.close_window()
+
+    def ingest_frame(self, body: Any) -> None:
+        """Worker intake, one `B` frame (see `encode_frame`): the events' topic sets come routed by the
+        engine's process, so the worker only splits the encoded list."""
+        nsteps, nevents, ndefs = struct.unpack_from(">III", body)
+        off = 12
+        counts: Any = None
+        if nsteps:
+            counts = array("I")
+            counts.frombytes(body[off:off + 4 * nsteps])
+            off += 4 * nsteps
+        ids = array("I")
+        ids.frombytes(body[off:off + 4 * nevents])
+        off += 4 * nevents
+        if ndefs:
+            sets, topic = self._sets, self.router.topic_named
+            for k, names in msgspec.json.decode(body[off:off + ndefs]):
+                while len(sets) <= k:
+                    sets.append(())
+                sets[k] = tuple(topic(name) for name in names)
+            off += ndefs
+        sets = self._sets
+        self._add(map(sets.__getitem__, ids), self._raw_decode(body[off:]), counts, [sets[i] for i in set(ids)])
+
+    @property
+    def _per_step(self) -> bool:
+        return self.cfg.mode == "batch" and self.cfg.batch_window <= 0
+
+    def _route_events(self, evs: list[Event]) -> list[tuple[TopicState, ...]]:
+        """Each event's topics: a cached lookup by the event's class and routing key."""
+        routes, router = self._routes, self.router
+        out: list[tuple[TopicState, ...]] = []
+        add = out.append
+        for ev in evs:
+            r = routes.get(type(ev))
+            states = r[1].get(r[0](ev)) if r is not None else None
+            if states is None:
+                states = router.route(ev)
+                getter = router.compiled[type(ev)][0]
+                r = routes.get(type(ev))
+                if r is None:
+                    r = routes[type(ev)] = (getter, {})
+                r[1][getter(ev)] = states
+            add(states)
+        return out
+
+    def _add(self, routed: Iterable[tuple[TopicState, ...]], raws: list[msgspec.Raw], counts: Any,
+             touched: Iterable[tuple[TopicState, ...]] = ()) -> None:
+        """Batch (or, in event mode, publish) each encoded event on its topics (`touched`: the distinct topic
+        sets of `routed`, whose batches may have reached their size limit)."""
+        n = len(raws)
         if self.cfg.mode == "event":
             single, out = self.codec.single, self._push
-            for _cmd, events in chunk:
-                for ev in events:
-                    b = encode(ev)
-                    c = compiled.get(type(ev))
-                    states = c[1].get(c[0](ev)) if c is not None else None
-                    if states is None:
-                        states = resolve(ev)
+            for states, raw in zip(routed, raws, strict=True):
+                b = bytes(raw)
+                for st in states:
+                    st.seq += 1
+                    out(_Msg(st.name, single(b, st.seq), st.retain, 1))
+        elif counts is not None:  # batch_window 0: the batches of every engine step at the end of that step
+            self._open_window()
+            dirty: list[TopicState] = []
+            emit = self._emit
+            it_s, it_r = iter(routed), iter(raws)
+            for c in counts:
+                for states, raw in zip(islice(it_s, c), islice(it_r, c), strict=True):
                     for st in states:
-                        st.seq += 1
-                        out(_Msg(st.name, single(b, st.seq), st.retain, 1))
-                n += len(events)
-        elif self.cfg.batch_window <= 0:
-            dirty = self._dirty
-            for _cmd, events in chunk:
-                for ev in events:
-                    b = encode(ev)
-                    for st in resolve(ev):
-                        if not st.pending:
+                        p = st.pending
+                        if not p:
                             dirty.append(st)
-                        st.pending.append(b)
-                n += len(events)
-                self._emit_dirty()
+                        p.append(raw)
+                for st in dirty:
+                    emit(st)
+                dirty.clear()
+            self._pending = False
         else:
             self._open_window()
-            for _cmd, events in chunk:
-                for ev in events:
-                    b = encode(ev)
-                    c = compiled.get(type(ev))
-                    states = c[1].get(c[0](ev)) if c is not None else None
-                    if states is None:
-                        states = resolve(ev)
-                    for st in states:
-                        st.add(b)
-                n += len(events)
-            self._close_window()
-        self.engine_events += n
-    def ingest_encoded(self, data: bytes) -> None:
-        """`data`: the payload-format encoding of the chunk's events, a flat list in batch mode with a
-        window, else a list of steps, each a list of events (the worker process's intake)."""
-        flat = self.cfg.mode == "batch" and self.cfg.batch_window > 0
-        if self._view_decode is None:
-            view = view_type(routing_fields())
-            mod = msgspec.json if self.codec.format == "json" else msgspec.msgpack
-            shape: Any = list[view] if flat else list[list[view]]  # type: ignore[valid-type]
-            self._view_decode = mod.Decoder(shape).decode
-            self._raw_decode = mod.Decoder(list[msgspec.Raw] if flat else list[list[msgspec.Raw]]).decode
-        views_all = self._view_decode(data)
-        raws_all = self._raw_decode(data)
-        router = self.router
-        compiled, resolve, ddecode = router.compiled, router.route_view, self._dict_decode
-        if flat:
-            self._open_window()
-            for v, raw in zip(views_all, raws_all, strict=True):
-                c = compiled.get(v.type)
-                states = c[1].get(c[0](v)) if c is not None and c[0] is not _NEEDS_DICT else None
-                if states is None:
-                    states = resolve(v, raw, ddecode)
+            for states, raw in zip(routed, raws, strict=True):
                 for st in states:
                     st.add(raw)
-            self.engine_events += len(views_all)
-            self._close_window()
-            return
-        n = 0
-        if self.cfg.mode == "event":
-            single, out = self.codec.single, self._push
-            for views, raws in zip(views_all, raws_all, strict=True):
-                for v, raw in zip(views, raws, strict=True):
-                    c = compiled.get(v.type)
-                    states = c[1].get(c[0](v)) if c is not None and c[0] is not _NEEDS_DICT else None
-                    if states is None:
-                        states = resolve(v, raw, ddecode)
-                    b = bytes(raw)
-                    for st in states:
-                        st.seq += 1
-                        out(_Msg(st.name, single(b, st.seq), st.retain, 1))
-                n += len(views)
-        else:
-            dirty = self._dirty
-            for views, raws in zip(views_all, raws_all, strict=True):
-                for v, raw in zip(views, raws, strict=True):
-                    for st in resolve(v, raw, ddecode):
-                        if not st.pending:
-                            dirty.append(st)
-                        st.pending.append(raw)
-                n += len(views)
-                self._emit_dirty()
+            max_ev = self.cfg.batch_max_events
+            for states in touched:  # batches that reached their size limit go now
+                for st in states:
+                    if len(st.pending) >= max_ev:
+                        self._emit(st, full_only=True)
         self.engine_events += n
-
-    def ingest_routed(self, data: bytes) -> None:
-        """Batch mode, worker side: topic-set definitions, one topic-set id per event, the encoded events."""
-        hl, n = struct.unpack_from(">II", data)
-        body = memoryview(data)[8:]
-        if hl:
-            for k, names in msgspec.json.decode(body[:hl]).items():
-                self._sets[int(k)] = tuple(self.router.topic_named(name) for name in names)
-        if self._raw_decode is None:
-            mod = msgspec.json if self.codec.format == "json" else msgspec.msgpack
-            self._raw_decode = mod.Decoder(list[msgspec.Raw]).decode
-        ids = array("I")
-        ids.frombytes(body[hl:hl + 4 * n])
-        raws = self._raw_decode(body[hl + 4 * n:])
-        sets = self._sets
-        self._open_window()
-        for raw, i in zip(raws, ids, strict=True):
-            for st in sets[i]:
-                st.add(raw)
-        self.engine_events += n
-        self._close_window()
 
     # ------------------------------------------------------------------ batching
+    @property
+    def has_pending(self) -> bool:
+        return self._pending
+
     def _open_window(self) -> None:
         if not self._pending:
             self._window_start = time.monotonic()
             self._pending = True
 
-    def _close_window(self) -> None:
-        """After a chunk: publish every batch if the window is over and no input is waiting (when behind,
-        batches fill up to their size limit: fewer, larger messages are how the publisher catches up),
-        else the batches at their size limit."""
-        if not self.backlog() and time.monotonic() - self._window_start >= self.cfg.batch_window:
+    def close_window(self, behind: bool = False) -> None:
+        """After some input (`behind`: more was waiting): publish every batch if the window is over and no
+        input is waiting. While the publisher is behind, batches fill up to their size limit instead: fewer,
+        larger messages are how it catches up."""
+        if not behind and not self.backlog() and time.monotonic() - self._window_start >= self.cfg.batch_window:
             self.flush_all()
-            return
-        max_ev = self.cfg.batch_max_events
-        for st in self.router.topics.values():
-            if len(st.pending) >= max_ev:
-                self._emit(st)
 
     def idle(self) -> None:
         """Caught up: make sure what is pending goes out when its window ends."""
@@ -527,32 +551,32 @@ class Publisher:
             return
         self.flush_all()
 
-    def _emit_dirty(self) -> None:
-        for st in self._dirty:
-            self._emit(st)
-        self._dirty.clear()
-
-    def _emit(self, st: TopicState) -> None:
-        """Move `st`'s pending batch to the outbox (split if it is over batch_max_bytes)."""
+    def _emit(self, st: TopicState, full_only: bool = False) -> None:
+        """Move `st`'s pending batch to the outbox, in messages of at most batch_max_events events and (but
+        for a single larger event) batch_max_bytes; `full_only`: only full messages, the rest stays pending."""
         items = st.pending
         if not items:
             return
-        parts = [items]
-        limit = self.cfg.batch_max_bytes
-        if len(items) > 1 and sum(map(len, items)) > limit:
-            parts, cur, size = [], [], 0
-            for b in items:
-                if cur and size + len(b) > limit:
-                    parts.append(cur)
-                    cur, size = [], 0
-                cur.append(b)
-                size += len(b)
-            parts.append(cur)
-        for part in parts:
-            payload = self.codec.batch(st, part, st.seq + 1)
-            st.seq += len(part)
-            self._push(_Msg(st.name, payload, st.retain, len(part)))
-        items.clear()
+        max_ev = self.cfg.batch_max_events
+        n = len(items)
+        if n > max_ev or full_only:
+            end = n - n % max_ev if full_only else n
+            for i in range(0, end, max_ev):
+                self._emit_part(st, items[i:i + max_ev])
+            del items[:end]
+        else:
+            self._emit_part(st, items)
+            items.clear()
+
+    def _emit_part(self, st: TopicState, part: list[Any]) -> None:
+        payload = self.codec.batch(st, part, st.seq + 1)
+        if len(payload) > self.cfg.batch_max_bytes and len(part) > 1:  # split in two, each checked again
+            half = len(part) // 2
+            self._emit_part(st, part[:half])
+            self._emit_part(st, part[half:])
+            return
+        st.seq += len(part)
+        self._push(_Msg(st.name, payload, st.retain, len(part)))
 
     def flush_all(self) -> None:
         """Publish every pending batch."""
@@ -751,7 +775,6 @@ class MqttSink(Sink):
             self.publisher.backlog = lambda: self.queued()
             await self.publisher.start()
         else:
-            self.cfg.event_modules = sorted({c.__module__ for c in event_types()})
             self._proc = _WorkerProxy(self.cfg)
             await self._proc.start()
 
@@ -853,12 +876,11 @@ class _WorkerProxy:
         self._reader_task: asyncio.Task[None] | None = None
         enc = msgspec.json.Encoder() if cfg.payload_format == "json" else msgspec.msgpack.Encoder()
         self._encode = enc.encode
-        self._flat = cfg.mode == "batch" and cfg.batch_window > 0  # a flat list of events, else steps
-        # batch mode: the engine side routes (cheap, cached) and sends each event's topic-set id, so the
-        # worker only splits the encoded list (no second decode to route)
+        self._per_step = cfg.mode == "batch" and cfg.batch_window <= 0  # the worker needs the step boundaries
+        # the engine's process routes (cached) and sends each event's topic-set id: the worker only splits
         self._router = Router(cfg.prefix)
-        self._ids: dict[type, tuple[Any, dict[Any, int], Any]] = {}
-        self._sets: dict[tuple[TopicState, ...], int] = {}
+        self._ids: dict[type, tuple[Callable[[Any], Any], dict[Any, int]]] = {}
+        self._set_ids: dict[tuple[TopicState, ...], int] = {}
         self.failed: str | None = None
 
     async def start(self) -> None:
@@ -911,36 +933,52 @@ class _WorkerProxy:
         if self.failed is not None:
             raise ConnectionError(f"MQTT worker failed: {self.failed}")
         assert self.writer is not None
-        if self._flat:
-            evs = [ev for _cmd, events in chunk for ev in events]
-            ids = array("I")
-            add = ids.append
-            comp = self._ids
-            new: dict[int, list[str]] = {}
-            for ev in evs:
-                c = comp.get(type(ev))
-                i = c[1].get(c[0](ev)) if c is not None else None
-                if i is None:
-                    i = self._route_id(ev, new)
-                add(i)
-            head = msgspec.json.encode(new) if new else b""
-            data = b"".join((struct.pack(">II", len(head), len(ids)), head, ids.tobytes(), self._encode(evs)))
-            self.writer.write(_frame(b"B", data))
-        else:
-            self.writer.write(_frame(b"E", self._encode([events for _cmd, events in chunk])))
-        await self.writer.drain()
+        parts = self.encode_frame(chunk)
+        if parts:
+            for part in parts:  # (separate writes: the payload goes to the socket without being copied)
+                self.writer.write(part)
+            await self.writer.drain()
 
-    def _route_id(self, ev: Event, new: dict[int, list[str]]) -> int:
+    def encode_frame(self, chunk: Chunk) -> list[Any]:
+        """A `B` frame, all the engine's process does per event: the events encoded with one msgspec call,
+        and the id of each one's topic set (a cached lookup by class and routing key).
+
+        Layout: u32 length, b"B", u32 steps (0: no step boundaries), u32 events, u32 length of the new
+        topic-set definitions; per step its u32 event count, per event its u32 topic-set id (native byte
+        order, as `array`), the definitions (JSON [[id, [topic, ...]], ...]), the encoded list of events."""
+        evs = [ev for _cmd, events in chunk for ev in events]
+        if not evs:
+            return []
+        ids = array("I")
+        add = ids.append
+        comp = self._ids
+        new: list[Any] | None = None
+        for ev in evs:
+            c = comp.get(type(ev))
+            i = c[1].get(c[0](ev)) if c is not None else None
+            if i is None:
+                if new is None:
+                    new = []
+                i = self._route_id(ev, new)
+            add(i)
+        data = self._encode(evs)
+        defs = msgspec.json.encode(new) if new else b""
+        counts = array("I", [len(events) for _cmd, events in chunk]) if self._per_step else array("I")
+        size = 13 + 4 * (len(counts) + len(ids)) + len(defs) + len(data)
+        head = struct.pack(">IcIII", size, b"B", len(counts), len(ids), len(defs))
+        return [b"".join((head, counts.tobytes(), ids.tobytes(), defs)), data]
+
+    def _route_id(self, ev: Event, new: list[Any]) -> int:
         """The id of `ev`'s topic set (defined in `new` the first time), cached by its routing key."""
         states = self._router.route(ev)
-        i = self._sets.get(states)
+        i = self._set_ids.get(states)
         if i is None:
-            i = self._sets[states] = len(self._sets)
-            new[i] = [st.name for st in states]
+            i = self._set_ids[states] = len(self._set_ids)
+            new.append([i, [st.name for st in states]])
         getter = self._router.compiled[type(ev)][0]
         c = self._ids.get(type(ev))
         if c is None:
-            c = self._ids[type(ev)] = (getter, {}, None)
+            c = self._ids[type(ev)] = (getter, {})
         c[1][getter(ev)] = i
         return i
 
@@ -1001,11 +1039,8 @@ async def _worker_main(fd: int) -> None:
     if kind != b"C":
         raise SystemExit("mqtt worker: no configuration")
     cfg = msgspec.json.decode(body, type=MqttConfig)
-    for module in cfg.event_modules:
-        with contextlib.suppress(Exception):
-            importlib.import_module(module)
     pub = Publisher(cfg)
-    pub.backlog = lambda: len(getattr(reader, "_buffer", b""))  # frames already received, not yet read
+    pub.backlog = lambda: len(getattr(reader, "_buffer", b""))  # input received, not yet read
     try:
         await pub.start()
     except Exception as exc:
@@ -1013,37 +1048,57 @@ async def _worker_main(fd: int) -> None:
         await writer.drain()
         return
     writer.write(_frame(b"R"))
+    cpu0 = time.process_time()
+
+    def stats() -> bytes:
+        return msgspec.json.encode({**pub.stats(), "worker_cpu_seconds": round(time.process_time() - cpu0, 3)})
 
     async def report() -> None:
         while True:
             await asyncio.sleep(0.25)
-            writer.write(_frame(b"S", msgspec.json.encode(pub.stats())))
+            writer.write(_frame(b"S", stats()))
 
     reporter = asyncio.get_running_loop().create_task(report())
+    rest = b""
     try:
         while True:
             if pub.full:
                 await pub.wait_room()
-            try:
-                kind, body = await _read_frame(reader)
-            except asyncio.IncompleteReadError:
+            data = await reader.read(1 << 22)  # everything received so far (up to 4 MiB): one copy, many frames
+            if not data:
                 log.error("mqtt: the engine process went away; flushing what is held")
                 break
-            if kind == b"B":
-                pub.ingest_routed(body)
-                pub.idle()
-            elif kind == b"E":
-                pub.ingest_encoded(body)
-                pub.idle()  # the window's timer publishes what is pending if nothing else comes
-            elif kind == b"G":
-                g = msgspec.json.decode(body)
-                pub.gap(g["first_seq"], g["last_seq"], g["events"], g["commands"], g["topics"])
-            elif kind == b"X":
+            if rest:
+                data = rest + data
+            view = memoryview(data)
+            pos, end, stop, frames = 0, len(data), False, 0
+            while end - pos >= 4:
+                (n,) = struct.unpack_from(">I", data, pos)
+                if end - pos - 4 < n:
+                    break
+                kind, body = data[pos + 4:pos + 5], view[pos + 5:pos + 4 + n]
+                pos += 4 + n
+                if kind == b"B":
+                    pub.ingest_frame(body)
+                    frames += 1
+                elif kind == b"G":
+                    g = msgspec.json.decode(body)
+                    pub.gap(g["first_seq"], g["last_seq"], g["events"], g["commands"], g["topics"])
+                elif kind == b"X":
+                    stop = True
+                    break
+            if stop:
                 break
+            rest = data[pos:]
+            # behind: more than one frame was waiting, or more came in meanwhile (then batches fill up)
+            behind = frames > 1 or bool(getattr(reader, "_buffer", b""))
+            if pub.has_pending:
+                pub.close_window(behind)
+                pub.idle()  # the window's timer publishes what is pending if nothing else comes
     finally:
         reporter.cancel()
         await pub.close()
-        writer.write(_frame(b"D", msgspec.json.encode(pub.stats())))
+        writer.write(_frame(b"D", stats()))
         with contextlib.suppress(Exception):
             await writer.drain()
         log.removeHandler(handler)

@@ -38,17 +38,21 @@ object with `schema` and `topic_seq` spliced in front of its fields:
 
     {"schema":1,"topic_seq":7,"type":"Trade","seq":120,"symbol_seq":88,"ts":5000,...}
 
-A batch is an envelope around the events of one topic, in topic order and
-without holes, so event i of a batch has topic_seq `first_topic_seq + i`:
+A batch is an envelope (`BatchEnvelope`, encoded with one msgspec call over
+the list of the events' bytes) around the events of one topic, in topic order
+and without holes:
 
     {"type":"batch","schema":1,"topic":"perpex/market/BTCUSDT/trades","count":2,
      "first_seq":120,"last_seq":131,"first_topic_seq":7,"last_topic_seq":8,"events":[{...},{...}]}
 
-`decode_payload` turns either form back into a list of dicts, each with its
-`schema` and `topic_seq`. `topic_seq` counts events (not messages) per topic,
-from 1, in both modes, so a subscriber detects a gap by comparing it with the
-last one it saw; a repeated or lower topic_seq is a duplicate (QoS 1 is at
-least once) and is to be skipped.
+In a batch an event's `schema` and `topic_seq` are the envelope's: event i
+has topic_seq `first_topic_seq + i` (its position), so the events stay the
+engine's encoding, unchanged (in JSON, the bytes the journal holds). Every payload of a batch starts with
+`BATCH_PREFIX[format]`. `decode_payload` turns either form back into a list
+of dicts, each with its `schema` and `topic_seq`. `topic_seq` counts events
+(not messages) per topic, from 1, in both modes, so a subscriber detects a
+gap by comparing it with the last one it saw; a repeated or lower topic_seq
+is a duplicate (QoS 1 is at least once) and is to be skipped.
 """
 
 from __future__ import annotations
@@ -183,36 +187,6 @@ def event_types() -> list[type]:
     return out
 
 
-def routing_fields(routes: dict[str, tuple[str, ...]] | None = None) -> list[str]:
-    """Every field a route of a known event type reads (what a RouteView must carry)."""
-    names: list[str] = ["symbol"]
-    templates = [t for ts in (ROUTES if routes is None else routes).values() for t in ts]
-    for cls in event_types():
-        templates.extend(templates_for(cls))
-        names.extend(_account_fields(getattr(cls, "__struct_fields__", ())))
-    for t in templates:
-        names.extend(_FIELD.findall(t))
-    return sorted(set(names))
-
-
-def view_type(fields: Iterable[str]) -> type:
-    """A struct with `type` and the given fields (all optional): decodes just what routing reads."""
-    return msgspec.defstruct("RouteView", [("type", str), *((f, Any, None) for f in fields if f != "type")])
-
-
-def _NEEDS_DICT(view: Any) -> Any:
-    raise AssertionError
-
-
-def _dict_key(d: dict, compiled: tuple) -> Any:
-    fields = compiled[4]
-    if not fields:
-        return None
-    if len(fields) == 1:
-        return d.get(fields[0])
-    return tuple(d.get(f) for f in fields)
-
-
 class TopicState:
     """One topic: its name, retain flag, last topic_seq handed out, and the batch being built."""
 
@@ -223,7 +197,7 @@ class TopicState:
         self.name_bytes = name.encode()
         self.retain = retain
         self.seq = 0  # last topic_seq assigned (published or counted as dropped)
-        self.pending: list[bytes] = []  # encoded events of the batch being built (cleared, never replaced)
+        self.pending: list[Any] = []  # the encoded events (msgspec.Raw) of the batch being built
         self.add = self.pending.append
 
 
@@ -234,11 +208,9 @@ class Router:
         self.prefix = prefix.strip("/")
         self.routes = dict(ROUTES if routes is None else routes)
         self.topics: dict[str, TopicState] = {}
-        # per event class (or tag, for RouteViews): (key getter, key -> topics, templates, number of fields,
-        # fields);
-        # `route` is the slow path of the sink's inlined `compiled[type(ev)][1].get(compiled[type(ev)][0](ev))`
+        # per event class: (routing key getter, key -> topics, templates, number of fields, fields); `route`
+        # is the slow path of the sink's cached lookup `compiled[type(ev)][1].get(compiled[type(ev)][0](ev))`
         self.compiled: dict[Any, tuple] = {}
-        self._known: dict[str, type] | None = None
 
     def full(self, relative: str) -> str:
         return f"{self.prefix}/{relative}" if self.prefix else relative
@@ -274,37 +246,6 @@ class Router:
         if states is None:
             states = cache[key] = self._resolve(parts, key if nfields > 1 else (key,))
         return states
-
-    def route_view(self, view: Any, raw: Any = None, decode: Callable[[Any], dict] | None = None
-                   ) -> tuple[TopicState, ...]:
-        """`route` for a RouteView (tag in `view.type`); `raw`/`decode` for a type whose fields it lacks."""
-        compiled = self.compiled.get(view.type)
-        if compiled is None:
-            compiled = self._compile_tag(view.type, type(view), raw, decode)
-        getter, cache, parts, nfields, _fields = compiled
-        key = getter(view) if getter is not _NEEDS_DICT else _dict_key(decode(raw), compiled)  # type: ignore[misc]
-        states = cache.get(key)
-        if states is None:
-            states = cache[key] = self._resolve(parts, key if nfields > 1 else (key,))
-        return states
-
-    def _compile_tag(self, tag: str, view_cls: type, raw: Any, decode: Callable[[Any], dict] | None) -> tuple:
-        if self._known is None:
-            self._known = {event_tag(c): c for c in event_types()}
-        cls = self._known.get(tag)
-        if cls is not None:
-            fields: Iterable[str] = cls.__struct_fields__
-        elif raw is not None and decode is not None:
-            fields = list(decode(raw))
-        else:
-            fields = ()
-        templates = self.routes.get(tag) or infer_templates_for(tag, fields)
-        compiled = self._compile_templates(templates)
-        view_fields = set(view_cls.__struct_fields__)
-        if not set(compiled[4]) <= view_fields:  # a field the view does not carry: decode those events fully
-            compiled = (_NEEDS_DICT, *compiled[1:])
-        self.compiled[tag] = compiled
-        return compiled
 
     def _compile(self, cls: type) -> tuple:
         compiled = self._compile_templates(self.templates(cls))
@@ -343,8 +284,28 @@ class Router:
 
 
 # --------------------------------------------------------------------------- payloads
-class _SeqOnly(msgspec.Struct):
+class _SeqOnly(msgspec.Struct, gc=False):
     seq: int
+
+
+class BatchEnvelope(msgspec.Struct, gc=False):
+    """The batch payload: the events of one topic, consecutive in topic order (event i has topic_seq
+    `first_topic_seq + i`), with the global seq of the first and the last."""
+
+    type: str
+    schema: int
+    topic: str
+    count: int
+    first_seq: int
+    last_seq: int
+    first_topic_seq: int
+    last_topic_seq: int
+    events: list[Any]
+
+
+#: How every batch payload starts (the envelope's first key is `type`), in either format: a subscriber
+#: tells a batch from a per-event message by this prefix without decoding it.
+BATCH_PREFIX = {"json": b'{"type":"batch"', "msgpack": b"\x89\xa4type\xa5batch"}
 
 
 class Codec:
@@ -372,27 +333,25 @@ class Codec:
             return b"".join((self._head, str(topic_seq).encode(), b",", encoded[1:]))
         return _mp_splice(encoded, self._mp_schema + self._mp.encode(topic_seq), 2)
 
-    def seq_of(self, encoded: bytes) -> int:
-        """The global seq of an encoded event."""
+    def seq_of(self, encoded: Any) -> int:
+        """The global seq of an encoded event (bytes or msgspec.Raw)."""
         return self._seq_decode(encoded).seq
 
-    def batch(self, st: TopicState, items: list[bytes], first_topic_seq: int) -> bytes:
-        """The batch payload of `items` (encoded events of topic `st`, topic_seq first_topic_seq, +1, ...)."""
+    def batch(self, st: TopicState, items: list[Any], first_topic_seq: int) -> bytes:
+        """The batch payload of `items`, the events of topic `st` with topic_seq first_topic_seq, +1, ...:
+        one msgspec call over the list. Items are encoded events (msgspec.Raw, copied verbatim; bytes are
+        wrapped) or event Structs."""
         n = len(items)
-        first_seq, last_seq = self.seq_of(items[0]), self.seq_of(items[-1])
-        last = first_topic_seq + n - 1
-        if self.format == "json":
-            head = b'{"type":"batch","schema":%d,"topic":"%s","count":%d,"first_seq":%d,"last_seq":%d,' \
-                   b'"first_topic_seq":%d,"last_topic_seq":%d,"events":[' % (
-                       self.schema, st.name_bytes, n, first_seq, last_seq, first_topic_seq, last)
-            return b"".join((head, b",".join(items), b"]}"))
-        head = self._mp.encode({
-            "type": "batch", "schema": self.schema, "topic": st.name, "count": n, "first_seq": first_seq,
-            "last_seq": last_seq, "first_topic_seq": first_topic_seq, "last_topic_seq": last,
-        })
-        # re-open the map to add an "events" array of the already-encoded events
-        keys, hl = _mp_map_len(head)
-        return b"".join((_mp_map_header(keys + 1), head[hl:], b"\xa6events", _mp_array_header(n), *items))
+        first = items[0]
+        if isinstance(first, msgspec.Raw):
+            first_seq, last_seq = self.seq_of(first), self.seq_of(items[-1])
+        elif isinstance(first, bytes | bytearray | memoryview):
+            items = [msgspec.Raw(b) for b in items]
+            first_seq, last_seq = self.seq_of(items[0]), self.seq_of(items[-1])
+        else:
+            first_seq, last_seq = first.seq, items[-1].seq
+        return self.encode(BatchEnvelope("batch", self.schema, st.name, n, first_seq, last_seq, first_topic_seq,
+                                         first_topic_seq + n - 1, items))
 
     def notice(self, obj: dict[str, Any], topic_seq: int) -> bytes:
         """A publisher notice (not an engine event) on the system topic."""
@@ -417,14 +376,6 @@ def _mp_map_header(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xde" + n.to_bytes(2, "big")
     return b"\xdf" + n.to_bytes(4, "big")
-
-
-def _mp_array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def _mp_splice(encoded: bytes, front: bytes, front_keys: int) -> bytes:

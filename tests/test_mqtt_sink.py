@@ -31,6 +31,7 @@ from exchange.mqtt_sink import MqttSink, parse_mqtt_url
 from exchange.runtime import Runtime
 from exchange.sinks import OverflowPolicy
 from exchange.topics import (
+    BATCH_PREFIX,
     ROUTES,
     Codec,
     Router,
@@ -140,11 +141,100 @@ def test_payloads_carry_schema_seq_and_topic_seq_in_both_modes(fmt):
     st = TopicState("p/market/BTCUSDT/trades", False)
     t2 = Trade(9, 3, 100, "BTCUSDT", 2, 800001, 3, Side.BUY, 10, 7, 9, 8, 0, 0)
     payload = c.batch(st, [c.encode(t), c.encode(t2)], 4)
+    assert payload.startswith(BATCH_PREFIX[fmt])
     env = (msgspec.json.decode if fmt == "json" else msgspec.msgpack.decode)(payload)
-    assert (env["type"], env["schema"], env["count"], env["first_seq"], env["last_seq"],
-            env["first_topic_seq"], env["last_topic_seq"]) == ("batch", 1, 2, 5, 9, 4, 5)
+    assert list(env) == ["type", "schema", "topic", "count", "first_seq", "last_seq", "first_topic_seq",
+                         "last_topic_seq", "events"]
+    assert (env["type"], env["schema"], env["topic"], env["count"], env["first_seq"], env["last_seq"],
+            env["first_topic_seq"], env["last_topic_seq"]) == ("batch", 1, st.name, 2, 5, 9, 4, 5)
     evs = decode_payload(payload, fmt)
     assert [(e["topic_seq"], e["seq"], e["schema"]) for e in evs] == [(4, 5, 1), (5, 9, 1)]
+    # the same bytes whether the events come encoded (msgspec.Raw, bytes) or as Structs: one msgspec call
+    raws = (msgspec.json if fmt == "json" else msgspec.msgpack).decode(c.encode([t, t2]), type=list[msgspec.Raw])
+    assert c.batch(st, raws, 4) == payload == c.batch(st, [t, t2], 4)
+
+
+class _NullClient:
+    """Acknowledges every publish at once and keeps what was published (Publisher unit tests, no broker)."""
+
+    def __init__(self, *args, **kw) -> None:
+        self.sent: list[tuple[str, bytes, int, bool]] = []
+        self._lost = None
+
+    async def connect(self) -> None:
+        self._lost = asyncio.get_running_loop().create_future()
+
+    def publish(self, topic, payload, qos, retain):
+        self.sent.append((topic, payload, qos, retain))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def lost(self):
+        return self._lost
+
+    async def close(self) -> None:
+        pass
+
+
+def _publish_through_worker_path(cmds, **cfg) -> tuple[list[tuple[str, bytes, int, bool]], int]:
+    """The engine side's frames (`_WorkerProxy.encode_frame`) fed to a Publisher, as the worker process does."""
+    from exchange.mqtt_sink import MqttConfig, Publisher, _WorkerProxy
+
+    config = MqttConfig(url="mqtt://127.0.0.1:1", prefix="p", **cfg)
+    engine = Engine()
+    steps = [(c, engine.apply(c)) for c in cmds]
+    client = _NullClient()
+    proxy = _WorkerProxy(config)
+
+    async def main() -> int:
+        pub = Publisher(config, lambda *a, **k: client)
+        await pub.start()
+        for i in range(0, len(steps), 100):
+            parts = proxy.encode_frame(steps[i:i + 100])
+            if parts:
+                pub.ingest_frame(memoryview(b"".join(parts))[5:])
+                if pub.has_pending:
+                    pub.close_window()
+        await pub.close()
+        return pub.engine_events
+
+    n = asyncio.run(main())
+    return client.sent, n
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+@pytest.mark.parametrize("cfg", [
+    {"mode": "batch", "batch_window": 60.0, "batch_max_events": 50},
+    {"mode": "batch", "batch_window": 60.0, "batch_max_events": 1000, "batch_max_bytes": 4000},
+    {"mode": "batch", "batch_window": 0.0},
+    {"mode": "event"},
+])
+def test_worker_frames_give_every_event_once_per_topic_in_order(cfg, fmt):
+    """Engine side routes (topic-set ids) and encodes once; the worker splits and batches: per topic, the
+    events of the engine in order, topic_seq 1, 2, 3... without holes, batches within their size limits."""
+    cmds = flow_for_events(31, 3_000)
+    sent, n = _publish_through_worker_path(cmds, payload_format=fmt, **cfg)
+    engine, router = Engine(), Router("p")
+    want: dict[str, list[int]] = {}
+    for c in cmds:
+        for ev in engine.apply(c):
+            for st in router.route(ev):
+                want.setdefault(st.name, []).append(ev.seq)
+    assert n == engine.seq
+    got: dict[str, list[tuple[int, int]]] = {}
+    for topic, payload, _qos, _retain in sent:
+        if cfg["mode"] == "batch":
+            assert payload.startswith(BATCH_PREFIX[fmt])
+            assert len(decode_payload(payload, fmt)) <= cfg.get("batch_max_events", 1000)
+            if "batch_max_bytes" in cfg:
+                assert len(payload) <= cfg["batch_max_bytes"] + 500  # (the envelope around the events)
+        got.setdefault(topic, []).extend((e["topic_seq"], e["seq"]) for e in decode_payload(payload, fmt))
+    assert {t: [s for _ts, s in v] for t, v in got.items()} == want
+    for v in got.values():
+        assert [ts for ts, _s in v] == list(range(1, len(v) + 1))
+    if cfg["mode"] == "batch" and cfg["batch_window"] > 0:
+        assert len(sent) < sum(map(len, want.values())) / 10  # batched: far fewer messages than events
 
 
 def test_docs_list_every_event_type_with_an_example():
@@ -290,7 +380,9 @@ def test_event_mode_one_message_per_event_and_topic(broker, qos):
 def test_batch_per_engine_step_msgpack_and_inline(broker, worker):
     cmds = flow_for_events(24, 5_000)
     pfx = prefix()
-    sub = SubscriberProcess(broker.host, broker.port, f"{pfx}/#", qos=1, fmt="msgpack")
+    # (the bench's raw-socket subscriber in one of the two runs, paho in the other)
+    sub = SubscriberProcess(broker.host, broker.port, f"{pfx}/#", qos=1, fmt="msgpack",
+                            subscriber="raw" if worker == "process" else "paho")
     try:
         sink = MqttSink(broker.url, prefix=pfx, qos=1, mode="batch", batch_window=0, payload_format="msgpack",
                         worker=worker)
@@ -376,6 +468,9 @@ def test_full_outbox_with_the_drop_policy_is_counted_and_told_to_subscribers(bro
     assert res["missing"] == q["dropped_events"], res["missing_ranges"]  # exactly the dropped events are missing
     assert res["gaps"] >= 1 and res["order_errors"] == 0  # and subscribers see where
     assert sink.stats()["gap_notices"] == q["gaps"]
+    notices = [n for n in res["notices"] if n["type"] == "Gap"]  # and why, on exchange/system
+    assert notices and all(n["topic"] == f"{pfx}/exchange/system" for n in notices)
+    assert sum(n["count"] for n in notices) == q["dropped_events"]
     assert any("dropped events seq" in r.getMessage() for r in caplog.records)
 
 
