@@ -946,7 +946,9 @@ class _WorkerProxy:
         Layout: u32 length, b"B", u32 steps (0: no step boundaries), u32 events, u32 length of the new
         topic-set definitions; per step its u32 event count, per event its u32 topic-set id (native byte
         order, as `array`), the definitions (JSON [[id, [topic, ...]], ...]), the encoded list of events."""
-        evs = [ev for _cmd, events in chunk for ev in events]
+        evs: list[Event] = []
+        for _cmd, events in chunk:
+            evs += events
         if not evs:
             return []
         ids = array("I")
