@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -111,8 +112,12 @@ class MqttBroker:
 
     def _config(self) -> Path:
         conf = self.dir / "mosquitto.conf"
+        # started as root, Mosquitto would switch to its own user, which can write neither its log nor its
+        # persistence file here: no sessions would survive a restart. Stay the user that started it.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            user
+            + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"

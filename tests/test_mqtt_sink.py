@@ -307,14 +307,15 @@ def test_batch_qos1_100k_events_all_delivered_in_order_without_gaps(broker, tmp_
 
 
 @needs_broker
-def test_batch_qos1_survives_a_broker_restart_in_the_middle(broker, caplog):
+@pytest.mark.parametrize("subscriber", ["paho", "raw"])
+def test_batch_qos1_survives_a_broker_restart_in_the_middle(broker, caplog, subscriber):
     if not broker.persistent:
         pytest.skip("the fallback broker keeps no sessions across a restart")
     cmds = flow_for_events(22, 120_000)
     pfx = prefix()
     # a persistent session (fixed client id, clean session off) so the broker keeps our queue over its restart
     sub = SubscriberProcess(broker.host, broker.port, f"{pfx}/#", qos=1, client_id=f"{pfx}-sub",
-                            clean_session=False)
+                            clean_session=False, subscriber=subscriber)
     caplog.set_level(logging.INFO, logger="exchange.mqtt")
     restarted = threading.Event()
     sink = MqttSink(broker.url, prefix=pfx, qos=1, mode="batch", reconnect_max=0.5)
