@@ -851,6 +851,9 @@ class MqttSink(Sink):
 #   worker -> parent:  R ready | F failed (text) | L log (JSON [level, message]) | S stats (JSON) | D done (JSON)
 
 
+_PIPE_BYTES = 1 << 22  # socket buffers and write high-water mark between the engine's process and the worker
+
+
 def _frame(kind: bytes, body: bytes = b"") -> bytes:
     return struct.pack(">I", len(body) + 1) + kind + body
 
@@ -886,6 +889,9 @@ class _WorkerProxy:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
+        for sock, opt in ((parent, socket.SO_SNDBUF), (child, socket.SO_RCVBUF)):
+            with contextlib.suppress(OSError):  # (the system's maximum applies)
+                sock.setsockopt(socket.SOL_SOCKET, opt, _PIPE_BYTES)
         env = dict(os.environ)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exchange.mqtt_sink", "--worker-fd", str(child.fileno())],
@@ -893,6 +899,9 @@ class _WorkerProxy:
         )
         child.close()
         self.reader, self.writer = await asyncio.open_unix_connection(sock=parent)
+        # let frames queue in the transport rather than wait for the worker after each one (asyncio's default
+        # high-water mark, 64 KiB, is less than a frame): the engine's loop goes back to the engine sooner
+        self.writer.transport.set_write_buffer_limits(high=_PIPE_BYTES)
         self._ready = loop.create_future()
         self._done = loop.create_future()
         self._reader_task = loop.create_task(self._read_loop(), name="mqtt-worker-reader")
