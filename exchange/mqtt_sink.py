@@ -10,7 +10,7 @@ exchange.mqtt_sink --worker-fd N`, started and stopped by the sink) runs the
 `Publisher`: it splits the encoded list into each event's bytes (one
 `list[msgspec.Raw]` decode: no copy, no second routing), batches, keeps the
 outbox and the MQTT connection. The engine thus pays about one encoding and
-one lookup per event for MQTT (~0.7 µs), and the publishing uses the other
+one lookup per event for MQTT (~0.6 µs), and the publishing uses the other
 core when one is free. `worker="inline"` runs the Publisher in the engine's
 own event loop (no process; the engine and the publisher then share one
 core). The worker sends its log lines and statistics (with its own CPU
