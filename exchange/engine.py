@@ -140,6 +140,7 @@ class Engine:
         self.stop_orders: dict[int, ConditionalOrder] = {}  # resting conditional orders by id
         self.client_stops: dict[tuple[int, str], ConditionalOrder] = {}
         self.next_stop_id = 1
+        self._prints_seen = 0  # how far into this command's events the last-price stops have looked
         self.max_stop_orders = 10  # Binance MAX_NUM_ALGO_ORDERS per account and symbol
         self.clearing = clearing
         self.risk: RiskHook | None = None  # the liquidation engine, when one is plugged in
@@ -164,12 +165,18 @@ class Engine:
         handler = self._handlers.get(type(cmd))
         if handler is None:
             self._reject(out, None, 0, type(cmd).__name__, RejectReason.MALFORMED)
-        else:
-            handler(cmd, out)
-            if self.stop_orders:
-                self._run_contract_stops(out)
-            if self.risk is not None and self.clearing is not None and self.clearing.touched:
-                self.risk.after_command(out)
+            return out
+        self._prints_seen = 0
+        handler(cmd, out)
+        if self.stop_orders:
+            self._run_contract_stops(out)
+        risk, clearing = self.risk, self.clearing
+        while risk is not None and clearing is not None and clearing.touched:
+            risk.after_command(out)
+            # liquidation orders print prices too: last-price stops see them, and what those stops trade is
+            # checked by the risk monitor again (each stop fires once, so this ends)
+            if not self.stop_orders or not self._run_contract_stops(out):
+                break
         return out
 
     def market(self, symbol: str) -> Market:
@@ -739,22 +746,37 @@ class Engine:
         if stop.client_order_id:
             self.client_stops.pop((stop.account, stop.client_order_id), None)
 
-    def _run_contract_stops(self, out: list[Event]) -> None:
-        """Last-price stops of every market whose last price moved; a triggered order may move it again."""
-        for _ in range(10_000):
-            moved = [m for m in self.markets.values() if m.last_price and m.last_price != m.stop_checked_last]
-            if not moved:
-                return
-            for m in moved:
-                m.stop_checked_last = m.last_price
-                self._fire_stops(out, m, WorkingType.CONTRACT_PRICE, m.last_price)
+    def _run_contract_stops(self, out: list[Event]) -> bool:
+        """Last-price stops against every trade price printed in this command, in print order.
 
-    def _fire_stops(self, out: list[Event], m: Market, working_type: WorkingType, price: int) -> None:
-        for stop_id in m.stops[working_type].update(price):
+        The last price is each trade's price in turn, not only where a sweep ended: a stop at 78,950 fires on
+        a print at 78,900 even if a later trade of the same command prints 79,500. Orders the stops place
+        append their own trades to `out`, and the scan goes on over them. Returns whether a stop fired.
+        """
+        fired = False
+        i = self._prints_seen
+        markets = self.markets
+        while i < len(out):
+            e = out[i]
+            i += 1
+            if type(e) is Trade:
+                m = markets[e.symbol]
+                if e.price != m.stop_checked_last:
+                    m.stop_checked_last = e.price
+                    self._prints_seen = i
+                    fired = self._fire_stops(out, m, WorkingType.CONTRACT_PRICE, e.price) or fired
+        self._prints_seen = i
+        return fired
+
+    def _fire_stops(self, out: list[Event], m: Market, working_type: WorkingType, price: int) -> bool:
+        """Trigger the stops of `working_type` that `price` crosses; return whether any fired."""
+        fired = m.stops[working_type].update(price)
+        for stop_id in fired:
             stop = self.stop_orders.pop(stop_id)
             if stop.client_order_id:
                 self.client_stops.pop((stop.account, stop.client_order_id), None)
             self._trigger(out, m, stop, price)
+        return bool(fired)
 
     def _trigger(self, out: list[Event], m: Market, stop: ConditionalOrder, price: int) -> None:
         """Place the order a conditional order stands for, and say what became of it."""

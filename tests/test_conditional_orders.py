@@ -407,20 +407,19 @@ def test_mark_price_stop_fires_on_the_mark_the_market_data_model_computes() -> N
     assert (fired.stop_id, fired.price, fired.ts) == (sid, 789_000, 1_000)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a last-price stop is checked only against the last price after a whole batch of triggered orders; "
-    "a price printed in between by one triggered order (here 78,900.0) never reaches the other CONTRACT_PRICE "
-    "stops, and whether it does depends on the stop ids' order"))
-def test_a_price_printed_by_a_triggered_order_triggers_last_price_stops() -> None:
+@pytest.mark.parametrize("sell_first", [False, True], ids=["buy_stop_first", "sell_stop_first"])
+def test_a_price_printed_by_a_triggered_order_triggers_last_price_stops(sell_first: bool) -> None:
+    """Every print is a last price (mechanics.md: stops on CONTRACT_PRICE follow the last trade), whatever
+    order the stops were placed in: the outcome must not depend on the stop ids."""
     v = Venue()
     v.trade(800_000)
     v.apply(PlaceOrder(account=MAKER, symbol=SYM, side=BUY, qty=10, price=789_000))
     v.apply(PlaceOrder(account=MAKER, symbol=SYM, side=SELL, qty=10, price=795_000))
     # both fire at a last price of 79,000.0: a BUY take-profit (buys at 79,500.0) and a SELL stop (sells at 78,900.0)
-    accepted_id(v.stop(account=2, side=BUY, stop_type=StopType.TAKE_PROFIT_MARKET, working_type=LAST,
-                       trigger_price=790_000))
-    accepted_id(v.stop(account=3, side=SELL, stop_type=StopType.STOP_MARKET, working_type=LAST,
-                       trigger_price=790_000))
+    first = [(2, BUY, StopType.TAKE_PROFIT_MARKET), (3, SELL, StopType.STOP_MARKET)]
+    for account, side, stop_type in reversed(first) if sell_first else first:
+        accepted_id(v.stop(account=account, side=side, stop_type=stop_type, working_type=LAST,
+                           trigger_price=790_000))
     # a SELL stop at 78,950.0: only a trade at or below it fires it
     late = accepted_id(v.stop(account=4, side=SELL, stop_type=StopType.STOP_MARKET, working_type=LAST,
                               trigger_price=789_500))
