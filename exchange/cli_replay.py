@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tomllib
 from collections import deque
 from typing import Any
 
@@ -12,13 +13,28 @@ import msgspec
 
 from exchange.cli_options import add_runtime_options, build_sinks
 
+EPILOG = """\
+examples:
+  exchange replay out/wick.jsonl        the journal `exchange run wick` wrote: "replay identical", or the
+                                        first event that differs
+  exchange replay out/wick.jsonl --events | head     also print the replayed events (JSON lines)
+  exchange replay out/crash.jsonl --quiet            print nothing unless something differs (for scripts)
+  exchange replay out/crash.jsonl --mqtt mqtt://127.0.0.1:1883    republish a run's events over MQTT
+
+The journal is self-contained: its header describes the engine and its lines hold every command
+(set-up, index prices, orders), so it replays from any directory, without the scenario file.
+
+exit status: 0 every event identical; 1 the events differ (the first difference on standard error);
+2 the file cannot be read, is not a journal, or its header describes no engine that can be built."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay", help="re-run a journal and check that the engine gives the same events",
-        description="Build the engine the journal's header describes, apply the journal's commands in order and "
-                    "compare every event with the journal's, byte for byte. With --mqtt or --journal the replayed "
-                    "events also go out through those sinks (a way to republish a run).",
+        description="Build the engine the journal's header describes, apply the journal's commands in order\n"
+                    "and compare every event with the journal's, byte for byte. With --mqtt or --journal the\n"
+                    "replayed events also go out through those sinks (a way to republish a run).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", help="a journal written with --journal")
     p.add_argument("--events", action="store_true", help="print every replayed event (JSON lines)")
@@ -43,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                     for ev in events:
                         out.buffer.write(enc.encode(ev) + b"\n")
             res = replay(args.file, on_step=on_step)
-    except (JournalError, OSError) as exc:
+    except (JournalError, OSError, msgspec.ValidationError, tomllib.TOMLDecodeError) as exc:
+        # a journal that cannot be read, or whose header's configuration (a scenario's TOML) is not valid
         print(f"exchange replay: {exc}", file=sys.stderr)
         return 2
     if not res.ok:

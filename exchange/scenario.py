@@ -195,39 +195,239 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
     try:
         scenario = msgspec.convert(data, Scenario)
     except msgspec.ValidationError as e:
-        msg = str(e)
-        m = re.search(r"at `\$(.*)`", msg)
-        where = m.group(1) if m else ""
-        line = _line_of(text, where)
-        raise ScenarioError(f"{p.name}:{line}: {where.lstrip('.') or 'document'}: {msg.split(' - at ')[0]}") from None
+        msg, _, at = str(e).partition(" - at ")
+        where = _msgspec_path(at.strip("`"))
+        named = _UNKNOWN_OR_MISSING.match(msg)
+        if named:  # msgspec's path stops at the object; the field is in the message
+            where += (named.group(1),)
+        raise ScenarioError(f"{p.name}:{_line_of(text, where)}: {_dotted(where) or 'document'}: {msg}") from None
     _validate(scenario, text, p)
     return scenario, p
 
 
-def _line_of(text: str, where: str) -> int:
-    """The line a msgspec path like `.traders[1].count` points at: its key, else its table (best effort)."""
-    lines = text.splitlines()
-    start, line, prefix = 0, 1, ""
-    for name, idx in re.findall(r"\.(\w+)(?:\[(\d+)\])?", where):
-        key = prefix + name
-        prefix = key + "."
-        if idx:  # an array of tables: its idx-th [[key]] header
-            hits = [i for i, text_line in enumerate(lines) if text_line.strip() == f"[[{key}]]"]
-            if int(idx) < len(hits):
-                start = hits[int(idx)]
-                line = start + 1
-            continue
-        header = [i for i in range(start, len(lines)) if lines[i].strip() == f"[{key}]"]
-        if header:
-            start = header[0]
-            line = start + 1
-            continue
-        for i in range(start, len(lines)):
-            if re.match(rf"\s*{re.escape(name)}\s*=", lines[i]):
-                start = i
-                line = i + 1
-                break
-    return line
+#: A step of a key path: a table's or inline table's key, or an array's (or array of tables') index.
+KeyPath = tuple[str | int, ...]
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_PATH_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_SCALAR = re.compile(r"[^,\]}#\n]*")
+_UNKNOWN_OR_MISSING = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
+
+
+class _KeyLines:
+    """Every key path of a TOML document and the 1-based line where it is defined.
+
+    A small scan of the text, for error messages: tomllib gives values but no
+    positions, and a regex over lines cannot tell a key of an inline table,
+    a dotted key, a quoted key or the n-th `[[array]]` element from a same-named
+    key elsewhere. The scan follows TOML's structure — tables and arrays of
+    tables (each element its index, nested ones counted per parent element),
+    dotted and quoted keys, inline tables, arrays (an element at the line it
+    starts), strings of the four kinds (so a `#`, `=` or bracket inside one is
+    not mistaken for syntax) and comments — and records, for instance,
+    ("traders", 1, "every") at the line of that `every = ...`. It assumes a
+    document tomllib has accepted; it does not validate.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+        self.line = 1
+        self.lines: dict[KeyPath, int] = {}
+        self._elements: dict[KeyPath, int] = {}  # an array of tables' concrete path -> its elements so far
+        self._scan()
+
+    # -------------------------------------------------------------- characters
+    def _peek(self, n: int = 1) -> str:
+        return self.s[self.i:self.i + n]
+
+    def _advance(self, n: int = 1) -> None:
+        self.line += self.s.count("\n", self.i, self.i + n)
+        self.i += n
+
+    def _skip_blank(self, newlines: bool) -> None:
+        """Spaces and tabs (and \\r); with `newlines`, also line ends and comments."""
+        while self.i < len(self.s):
+            c = self.s[self.i]
+            if c in " \t\r" or (newlines and c == "\n"):
+                self._advance()
+            elif newlines and c == "#":
+                self._skip_comment()
+            else:
+                return
+
+    def _skip_comment(self) -> None:
+        end = self.s.find("\n", self.i)
+        self._advance((len(self.s) if end < 0 else end) - self.i)
+
+    def _record(self, path: KeyPath, line: int, *, override: bool = False) -> None:
+        if override or path not in self.lines:
+            self.lines[path] = line
+
+    # -------------------------------------------------------------- structure
+    def _scan(self) -> None:
+        table: KeyPath = ()
+        while True:
+            self._skip_blank(newlines=True)
+            if self.i >= len(self.s):
+                return
+            if self._peek() == "[":
+                table = self._header()
+            else:
+                self._key_value(table)
+            self._skip_blank(newlines=False)
+            if self._peek() == "#":
+                self._skip_comment()
+
+    def _header(self) -> KeyPath:
+        """A `[table]` or `[[array.of.tables]]` header; the concrete path of the table it opens."""
+        line = self.line
+        double = self._peek(2) == "[["
+        self._advance(2 if double else 1)
+        keys = self._key()
+        self._skip_blank(newlines=False)
+        self._advance(2 if double else 1)  # the closing bracket(s)
+        path: KeyPath = ()
+        for k in keys[:-1]:  # a super-table that is an array of tables means its last element
+            path += (k,)
+            self._record(path, line)
+            if path in self._elements:
+                path += (self._elements[path] - 1,)
+        path += (keys[-1],)
+        if double:
+            n = self._elements.get(path, 0)
+            self._elements[path] = n + 1
+            self._record(path, line)
+            path += (n,)
+        self._record(path, line, override=True)  # an explicit header beats an implicit mention above
+        return path
+
+    def _key_value(self, table: KeyPath) -> None:
+        """`key = value` (dotted and quoted keys too), in `table` or an inline table."""
+        line = self.line
+        path = table
+        for k in self._key():
+            path += (k,)
+            self._record(path, line)
+        self._skip_blank(newlines=False)
+        self._advance()  # "="
+        self._skip_blank(newlines=False)
+        self._value(path)
+
+    def _key(self) -> list[str]:
+        """A simple or dotted key, each part as TOML reads it (quotes and escapes resolved)."""
+        parts: list[str] = []
+        while True:
+            self._skip_blank(newlines=False)
+            c = self._peek()
+            if c in ('"', "'"):
+                start = self.i
+                self._string()
+                parts.append(tomllib.loads(f"k = {self.s[start:self.i]}")["k"])
+            else:
+                m = _BARE_KEY.match(self.s, self.i)
+                if m is None:
+                    raise ValueError(f"no key at line {self.line}")
+                parts.append(m.group())
+                self._advance(m.end() - self.i)
+            self._skip_blank(newlines=False)
+            if self._peek() != ".":
+                return parts
+            self._advance()
+
+    def _value(self, path: KeyPath) -> None:
+        c = self._peek()
+        if c in ('"', "'"):
+            self._string()
+        elif c == "[":
+            self._advance()
+            n = 0
+            while True:
+                self._skip_blank(newlines=True)
+                start = self.i
+                if self._peek() in ("]", ""):
+                    self._advance()
+                    return
+                self._record((*path, n), self.line)
+                self._value((*path, n))
+                self._skip_blank(newlines=True)
+                if self._peek() == ",":
+                    self._advance()
+                if self.i == start:
+                    raise ValueError(f"stuck in an array at line {self.line}")
+                n += 1
+        elif c == "{":
+            self._advance()
+            while True:
+                self._skip_blank(newlines=True)  # TOML 1.0 keeps an inline table on one line; 1.1 need not
+                if self._peek() in ("}", ""):
+                    self._advance()
+                    return
+                self._key_value(path)
+                self._skip_blank(newlines=True)
+                if self._peek() == ",":
+                    self._advance()
+        else:  # a number, boolean or date-time (which may hold a space): up to what ends a value
+            m = _SCALAR.match(self.s, self.i)
+            self._advance(m.end() - self.i if m else 0)
+
+    def _string(self) -> None:
+        """Any of TOML's four strings; multi-line ones may end in up to two extra quotes (theirs)."""
+        q = self._peek()
+        multi = self._peek(3) == q * 3
+        self._advance(3 if multi else 1)
+        while self.i < len(self.s):
+            if q == '"' and self._peek() == "\\":
+                self._advance(2)
+            elif multi and self._peek(3) == q * 3:
+                self._advance(3)
+                for _ in range(2):
+                    if self._peek() == q:
+                        self._advance()
+                return
+            elif not multi and self._peek() == q:
+                self._advance()
+                return
+            else:
+                self._advance()
+
+
+def key_lines(text: str) -> dict[KeyPath, int]:
+    """Every key path of the TOML `text` (as tomllib reads it) and the 1-based line where it is defined.
+
+    A table's path is its header's line (or that of the first key that
+    implies it); an array element's, the line where the element starts.
+    """
+    return _KeyLines(text).lines
+
+
+def _msgspec_path(where: str) -> KeyPath:
+    """msgspec's error path (`$.traders[1].count`, `.markets[0].index.points[2][0]`) as a key path."""
+    return tuple(name if name else int(idx) for name, idx in _PATH_STEP.findall(where))
+
+
+def _line_of(text: str, where: KeyPath) -> int:
+    """The line that defines `where` in the TOML `text`, else that of its nearest enclosing key, else 1.
+
+    A field that is absent (a default, or a required field that is missing)
+    points at its table.
+    """
+    try:
+        lines = key_lines(text)
+    except (ValueError, IndexError, tomllib.TOMLDecodeError):  # a bug of the scan must not hide the real error
+        return 1
+    for n in range(len(where), 0, -1):
+        if where[:n] in lines:
+            return lines[where[:n]]
+    return 1
+
+
+def _dotted(where: KeyPath) -> str:
+    """A key path as the error messages name it: `traders[1].every`."""
+    out = ""
+    for step in where:
+        out += f"[{step}]" if isinstance(step, int) else f".{step}"
+    return out.lstrip(".")
 
 
 def _parse(value: str, what: str) -> Decimal:
@@ -252,9 +452,16 @@ def ppm(value: str, what: str) -> int:
 
 
 def _validate(s: Scenario, text: str, p: Path) -> None:
-    """Checks msgspec's types cannot express; each error names its field and line."""
+    """Checks msgspec's types cannot express; each error names its field and line.
+
+    `where` is a path in msgspec's notation (`.traders[1].every`); the error
+    points at the line of that very key, or of its table when the key is
+    absent (a default that does not fit the rest of the file).
+    """
     def fail(where: str, msg: str) -> None:
-        raise ScenarioError(f"{p.name}:{_line_of(text, where)}: {where.lstrip('.')}: {msg}")
+        path = _msgspec_path(where)
+        msg = msg.removeprefix(f"{path[-1]}: ")  # the parsers name the field too: once is enough
+        raise ScenarioError(f"{p.name}:{_line_of(text, path)}: {_dotted(path)}: {msg}")
 
     symbols = {m.symbol for m in s.markets}
     if not s.markets:
@@ -278,22 +485,24 @@ def _validate(s: Scenario, text: str, p: Path) -> None:
         if idx.kind == "csv" and not (p.parent / idx.file).exists():
             fail(f".markets[{i}].index.file", f"no such file: {idx.file}")
         for j, sh in enumerate(idx.shocks):
-            try:
-                duration_ms(sh.at)
-                duration_ms(sh.over)
-                duration_ms(sh.retrace_over)
-                ppm(sh.move, "move")
-                ppm(sh.retrace, "retrace")
-            except ValueError as e:
-                fail(f".markets[{i}].index.shocks[{j}]", str(e))
+            for name in ("at", "over", "retrace_over", "move", "retrace"):
+                try:
+                    if name in ("move", "retrace"):
+                        ppm(getattr(sh, name), name)
+                    else:
+                        duration_ms(getattr(sh, name), name)
+                except ValueError as e:
+                    fail(f".markets[{i}].index.shocks[{j}].{name}", str(e))
     for i, a in enumerate(s.accounts):
         if a.position is not None and a.position.symbol not in symbols:
             fail(f".accounts[{i}].position.symbol", f"no market {a.position.symbol}")
     for i, t in enumerate(s.traders):
         if t.symbol not in symbols:
             fail(f".traders[{i}].symbol", f"no market {t.symbol} (markets: {', '.join(sorted(symbols))})")
-        if t.count < 0 or t.every < 1:
-            fail(f".traders[{i}].count", "count ≥ 0 and every ≥ 1")
+        if t.count < 0:
+            fail(f".traders[{i}].count", f"must be ≥ 0, not {t.count}")
+        if t.every < 1:
+            fail(f".traders[{i}].every", f"must be ≥ 1 (acts every N steps), not {t.every}")
         for name in ("qty", "balance", "rate", "threshold", "stop_loss", "add_margin", "trigger", "close_fraction",
                      "spread", "level_step", "skew_per_qty", "max_inventory", "pull_on_move", "premium"):
             try:
@@ -346,18 +555,17 @@ def _path(spec: PathSpec, ins: Instrument, seed: int, step_ms: int, base_dir: Pa
     return path
 
 
-def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts: int | None = None,
-          until: str | None = None) -> Built:
-    """The engine, its set-up commands, index feeds and scheduled traders of a scenario.
+def build_engine(scenario: Scenario, seed: int) -> tuple[Engine, dict[str, Instrument]]:
+    """The scenario's engine before any command, and its instruments.
 
-    `accounts` scales the traders' population (every count but the market
-    makers' in proportion, at least one of each kind that has any; the
-    market makers quote as much more size instead); `until` cuts the run.
+    It depends on the markets, brackets, venue profile, insurance fund, ADL
+    ranking, margin-call ratio and funding schedule, and on the seed; not on
+    the index paths (the index prices reach the engine as commands) nor on the
+    traders (their deposits and orders are commands too). So a journal, which
+    holds every command, replays with this engine alone: a csv index file is
+    never opened again.
     """
     run = scenario.scenario
-    seed = run.seed if seed is None else seed
-    step = duration_ms(run.step)
-    length = duration_ms(until) if until else duration_ms(run.duration)
     instruments = {m.symbol: INSTRUMENTS[m.symbol]() for m in scenario.markets}
     usdt = instruments[scenario.markets[0].symbol]
     brackets = {}
@@ -374,6 +582,23 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
         margin_call_ratio_ppm=ppm(run.margin_call, "margin_call"),
         funding_schedule=FundingSchedule.every_hours(scenario.markets[0].funding_interval_hours),
     )
+    return engine, instruments
+
+
+def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts: int | None = None,
+          until: str | None = None) -> Built:
+    """The engine, its set-up commands, index feeds and scheduled traders of a scenario.
+
+    `accounts` scales the traders' population (every count but the market
+    makers' in proportion, at least one of each kind that has any; the
+    market makers quote as much more size instead); `until` cuts the run.
+    """
+    run = scenario.scenario
+    seed = run.seed if seed is None else seed
+    step = duration_ms(run.step)
+    length = duration_ms(until) if until else duration_ms(run.duration)
+    engine, instruments = build_engine(scenario, seed)
+    usdt = instruments[scenario.markets[0].symbol]
     maker, taker = ppm(scenario.fees.maker, "maker"), ppm(scenario.fees.taker, "taker")
     feeds: dict[str, IndexFeed] = {}
     for m in scenario.markets:
@@ -470,10 +695,14 @@ def _trader(t: TraderSpec, acct: int, ins: Instrument, seed: int, size: int = 1)
 def engine_from_config(config: dict) -> Engine:
     """The engine a scenario run's journal header describes (`exchange replay` calls this).
 
-    The header holds the scenario's TOML text, seed, population and length, so
-    a replay rebuilds the same engine without the file; the set-up commands
-    are in the journal itself.
+    The header holds the scenario's TOML text and seed, so a replay rebuilds
+    the same engine without the scenario file, from any working directory.
+    Only the engine is built (`build_engine`), not the index feeds or the
+    traders: every set-up command, index update and order is in the journal
+    itself, so a csv index file named in the TOML (relative to a scenario
+    file that may have moved or changed since) is not needed and not read.
     """
     run = config.get("run", config)
     scenario = msgspec.convert(tomllib.loads(run["scenario_toml"]), Scenario)
-    return build(scenario, Path("."), run.get("seed"), run.get("accounts"), run.get("until")).engine
+    seed = run.get("seed")
+    return build_engine(scenario, scenario.scenario.seed if seed is None else seed)[0]

@@ -41,7 +41,7 @@ from exchange.events import (
     Trade,
     encode_events,
 )
-from exchange.scenario import BUILTIN, Built, Scenario, ScenarioError, build, load_scenario
+from exchange.scenario import BUILTIN, Built, Scenario, ScenarioError, build, key_lines, load_scenario
 from exchange.scenario_run import drive
 from exchange.summary import RunSummary
 from exchange.traders import HoldAndHope, PartialCloser
@@ -128,7 +128,10 @@ def test_crash_adl_and_fund_at_its_floor():
     floor = Decimal(r.scenario.insurance_fund.floor)
     assert floor == Decimal("140000")  # from the file
     assert Decimal(s["insurance_fund_start"]) == Decimal(r.scenario.insurance_fund.balance) == Decimal("150000")
-    assert s["liquidations_full"] + s["liquidations_partial"] > 0
+    # issue 7: "a crash scenario produces margin calls, partial and full liquidations, insurance fund use and ADL"
+    assert s["margin_calls"] > 0
+    assert s["liquidations_full"] > 0
+    assert s["liquidations_partial"] > 0  # the two whales of the file, above bracket 1
     assert s["adl_events"] > 0
     # the fund reached its floor, within one USDT
     assert abs(Decimal(s["insurance_fund_min"]) - floor) <= 1, s["insurance_fund_min"]
@@ -408,22 +411,18 @@ def test_an_unknown_field_is_refused_and_named(tmp_path):
     assert line_of(text, 'kind = "noise"') - 1 <= int(m.group(1)) <= line_of(text, "colour")
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown field's error points at its table's header line, not at the key")
 def test_an_unknown_field_points_at_its_own_line(tmp_path):
     text = GOOD.replace('rate = "0.1"', 'rate = "0.1"\ncolour = "red"')
     err = error_of(write(tmp_path, text))
     assert err.startswith(f"bad.toml:{line_of(text, 'colour')}: traders[1].colour: "), err
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown top-level field's error points at the [scenario] header line")
 def test_an_unknown_field_of_the_scenario_table_points_at_its_line(tmp_path):
     text = GOOD.replace("seed = 1", "seed = 1\nspeed = 3")
     err = error_of(write(tmp_path, text))
     assert err.startswith(f"bad.toml:{line_of(text, 'speed')}: scenario.speed: "), err
 
 
-@pytest.mark.xfail(strict=True, reason="`every = 0` is reported as field traders[i].count, at some `count =` line "
-                                       "(here the next trader's), not as traders[i].every at its own line")
 def test_every_zero_names_every_at_its_line(tmp_path):
     text = GOOD.replace("count = 2\n", "").replace('rate = "0.1"', 'rate = "0.1"\nevery = 0')
     text += '\n[[traders]]\nkind = "trend"\ncount = 3\n'
@@ -431,8 +430,6 @@ def test_every_zero_names_every_at_its_line(tmp_path):
     assert err.startswith(f"bad.toml:{line_of(text, 'every = 0')}: traders[1].every: "), err
 
 
-@pytest.mark.xfail(strict=True, reason="a table header with a trailing comment (`[[traders]]  # noise`) is not "
-                                       "recognised: the error points at an earlier table's key")
 def test_a_commented_table_header_does_not_move_the_line(tmp_path):
     text = GOOD.replace('[[traders]]\nkind = "noise"', '[[traders]]  # the noise takers\nkind = "noise"')
     text = text.replace("count = 2", 'count = "2"')
@@ -441,9 +438,6 @@ def test_a_commented_table_header_does_not_move_the_line(tmp_path):
     assert err.startswith(f"bad.toml:{line}: traders[1].count: "), err
 
 
-@pytest.mark.xfail(strict=True, reason="a field of an inline table (`position = { symbol = ... }`) is looked for "
-                                       "at the start of a line further down: the error points at a later "
-                                       "table's `symbol =`")
 def test_an_inline_table_field_points_at_its_line(tmp_path):
     text = GOOD.replace(
         '[[traders]]\nkind = "market_maker"',
@@ -451,6 +445,76 @@ def test_an_inline_table_field_points_at_its_line(tmp_path):
         '[[traders]]\nkind = "market_maker"\nsymbol = "BTCUSDT"')
     err = error_of(write(tmp_path, text))
     assert err.startswith(f"bad.toml:{line_of(text, 'position =')}: accounts[0].position.symbol: "), err
+
+
+def test_a_quoted_key_points_at_its_line(tmp_path):
+    text = GOOD.replace("count = 2\n", "").replace('rate = "0.1"', 'rate = "0.1"\n"every" = 0')
+    line = line_of(text, '"every" = 0')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line}: traders[1].every: "), err
+
+
+def test_an_element_of_a_multi_line_array_points_at_its_line(tmp_path):
+    text = GOOD.replace('kind = "random_walk"\nstart = "80000"',
+                        'kind = "points"\npoints = [\n  ["0s", "80000"],  # the start ]\n  ["1m",\n'
+                        '   "79000"],\n  ["2m", 78000],\n]')
+    err = error_of(write(tmp_path, text))
+    assert err == f"bad.toml:{line_of(text, '78000')}: markets[0].index.points[2][1]: Expected `str`, got `int`", err
+
+
+def test_an_unknown_field_of_an_inline_table_in_an_array_points_at_its_line(tmp_path):
+    text = GOOD.replace('symbol = "BTCUSDT"\n', 'symbol = "BTCUSDT"\nsources = [\n  { venue = "binance" },\n'
+                        '  { venue = "okx", wieght = 2 },\n]\n')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, 'wieght')}: markets[0].sources[1].wieght: "), err
+    assert "unknown field `wieght`" in err
+
+
+def test_lookalike_lines_in_a_multi_line_string_do_not_move_the_line(tmp_path):
+    text = GOOD.replace('name = "t"', 'name = "t"\ndescription = """\n[[traders]]\ncount = 7  # not a key\n"""')
+    text = text.replace("count = 2", 'count = "2"')
+    line = line_of(text, 'count = "2"')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line}: traders[1].count: "), err
+
+
+def test_a_nested_array_of_tables_counts_per_parent_element(tmp_path):
+    """`[[markets.index.shocks]]` after the second `[[markets]]` is markets[1]'s first shock, not shocks[1]."""
+    text = GOOD.replace('start = "80000"\n', 'start = "80000"\n[[markets.index.shocks]]\nat = "1m"\n\n'
+                        '[[markets]]\nsymbol = "ETHUSDT"\nindex.kind = "random_walk"  # a dotted key\n'
+                        'index.start = "3000"\n[[markets.index.shocks]]\nat = "soon"\n')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, 'soon')}: markets[1].index.shocks[0].at: "), err
+
+
+def test_a_missing_required_field_names_it_at_its_table(tmp_path):
+    text = GOOD.replace("[[traders]]\nkind = \"noise\"", '[[accounts]]  # no id\nbalance = "5"\n\n'
+                        '[[traders]]\nkind = "noise"')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, '[[accounts]]')}: accounts[0].id: "), err
+    assert "missing required field `id`" in err
+
+
+def _paths(value: object, path: tuple = ()):
+    """Every key path of a tomllib document: tables' keys and arrays' indexes."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        yield (*path, k)
+        yield from _paths(v, (*path, k))
+
+
+@pytest.mark.parametrize("name", [*BUILTIN, "docs example"])
+def test_the_locator_knows_every_key_of_the_builtins_and_the_docs_example(name):
+    """key_lines finds exactly the keys tomllib reads, each at a line that holds that key."""
+    import tomllib
+
+    text = docs_example() if name == "docs example" else (ROOT / "exchange" / "scenarios" / f"{name}.toml").read_text()
+    lines = key_lines(text)
+    assert set(lines) == set(_paths(tomllib.loads(text)))
+    source = text.splitlines()
+    for path, n in lines.items():
+        if isinstance(path[-1], str):
+            assert path[-1] in source[n - 1], (path, n, source[n - 1])
 
 
 def test_a_toml_syntax_error_names_the_file(tmp_path):
