@@ -294,13 +294,26 @@ class Clearing:
         balance = (acct.wallet if wallet is WalletKind.FUTURES else acct.spot).get(asset, 0)
         out.append(BalanceUpdated(seq, sseq, ts, acct.id, asset, wallet, reason, delta, balance, symbol))
 
-    def _config_event(self, out: list[Event], acct: Account, symbol: str, auto_add: bool = False) -> None:
-        s = acct.symbol_settings(symbol) if symbol else None
-        seq, sseq, ts = self._stamp(self.markets.get(symbol) if symbol else None)
-        out.append(AccountConfigUpdated(
-            seq, sseq, ts, acct.id, symbol, s.leverage if s else 0, s.margin_mode if s else _CROSS,
-            acct.position_mode, auto_add, acct.maker_fee_ppm, acct.taker_fee_ppm,
-        ))
+    def _config_event(self, out: list[Event], acct: Account, symbol: str, side: PositionSide | None = None) -> None:
+        """AccountConfigUpdated: account-wide (symbol ""), or per position side of `symbol` (only `side` if given)."""
+        if not symbol:
+            seq, sseq, ts = self._stamp(None)
+            out.append(AccountConfigUpdated(seq, sseq, ts, acct.id, "", 0, _CROSS, acct.position_mode, False,
+                                            acct.maker_fee_ppm, acct.taker_fee_ppm, _BOTH))
+            return
+        s = acct.symbol_settings(symbol)
+        m = self.markets.get(symbol)
+        if side is not None:
+            sides = [side]
+        else:
+            sides = [_BOTH] if acct.position_mode is PositionMode.ONE_WAY else [_LONG, _SHORT]
+        for ps in sides:
+            pos = acct.positions.get((symbol, ps))
+            seq, sseq, ts = self._stamp(m)
+            out.append(AccountConfigUpdated(
+                seq, sseq, ts, acct.id, symbol, s.leverage, s.margin_mode, acct.position_mode,
+                pos.auto_add if pos is not None else False, acct.maker_fee_ppm, acct.taker_fee_ppm, ps,
+            ))
 
     def refresh_cross(self, out: list[Event], acct: Account, asset: str, skip: Position | None = None) -> None:
         """Recompute the LPs of an account's cross positions after its wallet or another position changed."""
@@ -581,7 +594,9 @@ class Clearing:
             acct = self.accounts[acct_id]
             for pos in acct.positions.values():
                 if pos.symbol == symbol and pos.qty and pos.settings.margin_mode is _ISOLATED:
+                    # its isolated margin paid or got the funding: new liquidation and bankruptcy prices
                     self.refresh_prices(pos)
+                    self._position_event(out, pos, PositionReason.FUNDING_FEE)
             self.refresh_cross(out, acct, asset)
         return summary
 
@@ -802,7 +817,7 @@ class Clearing:
             return RejectReason.NOT_ISOLATED
         pos = acct.position(cmd.symbol, cmd.position_side)
         pos.auto_add = cmd.enabled
-        self._config_event(out, acct, cmd.symbol, cmd.enabled)
+        self._config_event(out, acct, cmd.symbol, cmd.position_side)
         return None
 
     # ------------------------------------------------------------ queries

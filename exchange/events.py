@@ -209,7 +209,14 @@ class PositionUpdated(Event, tag=True):
 
 
 class AccountConfigUpdated(Event, tag=True):
-    """Leverage, margin mode, position mode, auto margin addition or fee tier changed."""
+    """Leverage, margin mode, position mode, auto margin addition or fee tier changed.
+
+    `symbol` "" is an account-wide change (position mode, fee tier). A change in
+    one symbol has one event per position side the account's mode has (BOTH; or
+    LONG and SHORT in hedge mode), each with that position's own
+    `auto_margin_addition` flag, so a subscriber can keep every flag from the
+    events alone.
+    """
 
     account: int
     symbol: str
@@ -219,6 +226,7 @@ class AccountConfigUpdated(Event, tag=True):
     auto_margin_addition: bool
     maker_fee_ppm: int
     taker_fee_ppm: int
+    position_side: PositionSide = PositionSide.BOTH
 
 
 class MarginCall(Event, tag=True):
