@@ -644,8 +644,9 @@ class Engine:
         stop = ConditionalOrder(
             self.next_stop_id, cmd.account, m.instrument.symbol, cmd.side, cmd.stop_type, cmd.working_type,
             cmd.trigger_price, 0 if cmd.close_position else cmd.qty, cmd.price, cmd.tif,
-            cmd.reduce_only or cmd.close_position, cmd.close_position, cmd.position_side, cmd.client_order_id,
-            cmd.callback_ppm, cmd.activation_price,
+            # hedge mode says closing by the position side, never by the flag (Binance refuses reduceOnly there)
+            (cmd.reduce_only or cmd.close_position) and cmd.position_side is _BOTH, cmd.close_position,
+            cmd.position_side, cmd.client_order_id, cmd.callback_ppm, cmd.activation_price,
         )
         self.next_stop_id += 1
         if stop.stop_type is StopType.TRAILING_STOP_MARKET:
@@ -676,6 +677,8 @@ class Engine:
             return RejectReason.INVALID_ORDER_TYPE
         if type(cmd.close_position) is not bool or type(cmd.reduce_only) is not bool:
             return RejectReason.MALFORMED
+        if cmd.reduce_only and cmd.position_side is not _BOTH:
+            return RejectReason.REDUCE_ONLY_REJECTED  # hedge mode: as for plain orders (Clearing.check_order)
         reason = check_client_order_id(cmd.client_order_id)
         if reason is not None:
             return reason

@@ -30,10 +30,11 @@ from exchange.commands import (
     PlaceOrder,
     PlaceStopOrder,
     SetMarkPrice,
+    SetPositionMode,
     UpdateIndex,
 )
 from exchange.conditional import StopType, WorkingType
-from exchange.enums import CancelReason, OrderType, PositionSide, RejectReason, Side
+from exchange.enums import CancelReason, OrderType, PositionMode, PositionSide, RejectReason, Side
 from exchange.events import (
     MarkPriceUpdated,
     OrderAccepted,
@@ -332,6 +333,59 @@ def test_close_position_on_the_wrong_side_of_the_position_expires() -> None:
     assert one(events, StopTriggered).outcome == "EXPIRED"
     none_of(events, OrderAccepted)
     assert v.position(TRADER) == -4
+
+
+# ------------------------------------------------------------------ hedge mode
+def _hedge_venue() -> Venue:
+    """TRADER in hedge mode, LONG 6 lots and SHORT 4 lots side by side, at 80,000.0."""
+    v = Venue()
+    v.apply(SetPositionMode(account=TRADER, position_mode=PositionMode.HEDGE))
+    for side, pside, qty in ((BUY, PositionSide.LONG, 6), (SELL, PositionSide.SHORT, 4)):
+        other = SELLER if side is BUY else BUYER
+        v.apply(PlaceOrder(account=other, symbol=SYM, side=side.opposite, qty=qty, price=800_000))
+        events = v.apply(PlaceOrder(account=TRADER, symbol=SYM, side=side, qty=qty, price=800_000,
+                                    position_side=pside))
+        assert sum(t.qty for t in events if isinstance(t, Trade)) == qty
+    return v
+
+
+def _leg(v: Venue, pside: PositionSide) -> int:
+    assert v.engine.clearing is not None
+    pos = v.engine.clearing.accounts[TRADER].positions.get((SYM, pside))
+    return pos.qty if pos is not None else 0
+
+
+@pytest.mark.parametrize("close_long", [True, False], ids=["long_leg", "short_leg"])
+def test_hedge_close_position_stop_closes_its_leg_only(close_long: bool) -> None:
+    """Hedge mode: closePosition with positionSide closes that leg (binance-api.md §4.3: in hedge mode closing is
+    said by positionSide; reduceOnly is not sent). The other leg stays."""
+    v = _hedge_venue()
+    pside = PositionSide.LONG if close_long else PositionSide.SHORT
+    side = SELL if close_long else BUY
+    trigger = 790_000 if close_long else 810_000
+    acc = one(v.stop(side=side, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=trigger, qty=0,
+                     close_position=True, position_side=pside), StopOrderAccepted)
+    assert acc.close_position and not acc.reduce_only
+    v.apply(PlaceOrder(account=MAKER, symbol=SYM, side=side.opposite, qty=100,
+                       price=789_000 if close_long else 811_000))
+    events = v.mark(trigger)
+    fired = one(events, StopTriggered)
+    assert (fired.outcome, fired.reason) == ("PLACED", "")
+    order = one(events, OrderAccepted)
+    assert (order.side, order.position_side, order.qty) == (side, pside, 6 if close_long else 4)
+    assert _leg(v, pside) == 0
+    other = PositionSide.SHORT if close_long else PositionSide.LONG
+    assert _leg(v, other) == (-4 if close_long else 6)
+
+
+def test_hedge_stop_with_reduce_only_is_rejected_at_placement() -> None:
+    """As for plain orders in hedge mode (Clearing.check_order): the flag is refused, -2022."""
+    v = _hedge_venue()
+    events = v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=2,
+                    reduce_only=True, position_side=PositionSide.LONG)
+    rej = one(events, OrderRejected)
+    assert rej.reason is RejectReason.REDUCE_ONLY_REJECTED and rej.reason.binance_code == -2022
+    assert not v.engine.stop_orders
 
 
 # ------------------------------------------------------------------ outcomes
