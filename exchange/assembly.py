@@ -27,6 +27,7 @@ def build_exchange(
     profile: VenueProfile = BINANCE,
     insurance_fund: dict[str, int] | None = None,
     insurance_floor: dict[str, int] | None = None,
+    insurance_max_notional_ppm: int = 1_000_000,
     brackets: dict[str, BracketTable] | None = None,
     adl_ranking: AdlRanking = AdlRanking.PNL_LEVERAGE,
     adl_seed: int = 0,
@@ -37,7 +38,7 @@ def build_exchange(
     """A full exchange: matching with margin, liquidations, the insurance fund and ADL."""
     clearing = Clearing(profile=profile, brackets=brackets, insurance_fund=insurance_fund)
     engine = Engine(instruments, clock, clearing, funding_schedule)
-    fund = InsuranceFund(clearing, floor=insurance_floor)
+    fund = InsuranceFund(clearing, floor=insurance_floor, max_notional_ppm=insurance_max_notional_ppm)
     monitor = RiskMonitor(clearing, margin_call_ratio_ppm)
     engine.risk = Liquidator(clearing, engine, fund, monitor, adl_ranking, adl_seed, adl_interval_ms)
     return engine

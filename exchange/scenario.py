@@ -62,6 +62,7 @@ class RunSpec(_Spec):
     profile: str = "binance"  # venue profile: binance | entry-notional
     adl_ranking: Literal["PNL_LEVERAGE", "RANDOM_OFFSET"] = "PNL_LEVERAGE"
     margin_call: str = "80%"  # margin ratio at which a margin call is published
+    adl_interval: str = "30s"  # how often the ADL quantiles ("lights") are published
 
 
 class ShockSpec(_Spec):
@@ -113,6 +114,7 @@ class FeesSpec(_Spec):
 class InsuranceSpec(_Spec):
     balance: str = "1000000"
     floor: str = "0"
+    max_notional: str = "100%"  # the fund's net notional may reach this share of its balance
 
 
 class PositionSpec(_Spec):
@@ -466,7 +468,8 @@ def _validate(s: Scenario, text: str, p: Path) -> None:
     symbols = {m.symbol for m in s.markets}
     if not s.markets:
         fail(".markets", "at least one market")
-    for where, value in (("scenario.duration", s.scenario.duration), ("scenario.step", s.scenario.step)):
+    for where, value in (("scenario.duration", s.scenario.duration), ("scenario.step", s.scenario.step),
+                         ("scenario.adl_interval", s.scenario.adl_interval)):
         try:
             if duration_ms(value) <= 0:
                 fail("." + where, "must be positive")
@@ -476,6 +479,11 @@ def _validate(s: Scenario, text: str, p: Path) -> None:
         venue_profile(s.scenario.profile)
     except ValueError as e:
         fail(".scenario.profile", str(e))
+    try:
+        if ppm(s.insurance_fund.max_notional, "max_notional") < 0:
+            fail(".insurance_fund.max_notional", "must be ≥ 0")
+    except ValueError as e:
+        fail(".insurance_fund.max_notional", str(e))
     for i, m in enumerate(s.markets):
         idx = m.index
         if idx.kind == "random_walk" and not idx.start:
@@ -580,6 +588,8 @@ def build_engine(scenario: Scenario, seed: int) -> tuple[Engine, dict[str, Instr
         insurance_floor={"USDT": usdt.money_atoms(scenario.insurance_fund.floor)},
         brackets=brackets or None, adl_ranking=AdlRanking(run.adl_ranking), adl_seed=seed,
         margin_call_ratio_ppm=ppm(run.margin_call, "margin_call"),
+        adl_interval_ms=duration_ms(run.adl_interval, "adl_interval"),
+        insurance_max_notional_ppm=ppm(scenario.insurance_fund.max_notional, "max_notional"),
         funding_schedule=FundingSchedule.every_hours(scenario.markets[0].funding_interval_hours),
     )
     return engine, instruments

@@ -28,6 +28,19 @@ class InsuranceFund:
         """Every change of the fund's balance, as published, oldest first."""
         return self.clearing.fund_history
 
+    def query(self, asset: str | None = None, cause: str | None = None, liquidation_id: int | None = None,
+              account: int | None = None, since: int | None = None, until: int | None = None
+              ) -> list[InsuranceFundUpdated]:
+        """The fund's history filtered: by asset, cause, liquidation id, the account whose liquidation caused
+        it, and virtual time (`since` ≤ ts < `until`, ms), oldest first. Every argument left None matches all."""
+        return [
+            e for e in self.clearing.fund_history
+            if (asset is None or e.asset == asset) and (cause is None or e.cause == cause)
+            and (liquidation_id is None or e.liquidation_id == liquidation_id)
+            and (account is None or e.account == account)
+            and (since is None or e.ts >= since) and (until is None or e.ts < until)
+        ]
+
     def balance(self, asset: str) -> int:
         acct = self.clearing.accounts.get(FUND_ACCOUNT)
         return acct.wallet.get(asset, 0) if acct is not None else 0

@@ -801,3 +801,79 @@ def test_kit_catches_a_broken_invariant() -> None:
     s.clearing.accounts[1].wallet[USDT] += 1
     with pytest.raises(AssertionError, match="conservation"):
         s.deposit(1, "1")
+
+
+# ================================================================== the fund's balance and floor (step 5)
+def _gap_down(floor: str, max_notional_ppm: int = 1_000_000) -> tuple[Scenario, list]:
+    """An isolated 10x long of 0.1 BTC from 80,000 with 800 USDT of margin: bankruptcy price
+    BP = entry − margin / qty = 80,000 − 800 / 0.1 = 72,000 (mechanics.md §3.1 with MMR = cum = 0).
+    The mark gaps to 70,000, under the BP, with no bid in the book: the IOC at the BP finds nothing,
+    and the fund (10,000 USDT) would take 0.1 over at 72,000 with a loss at the mark of
+    (72,000 − 70,000) × 0.1 = 200 USDT and a net notional of 0.1 × 70,000 = 7,000 USDT."""
+    s = Scenario(fund="10000", insurance_floor={USDT: usdt(floor)}, insurance_max_notional_ppm=max_notional_ppm)
+    s.deposit(1, "1000")
+    s.deposit(2, "100000")
+    s.isolated(1, BTC, leverage=10)
+    s.mark(BTC, "80000")
+    s.open(1, BTC, BUY, "0.1", "80000", counterparty=2)
+    assert s.position(1, BTC).isolated_margin == usdt("800")
+    assert s.position(1, BTC).bankruptcy_ticks == s.px(BTC, "72000")
+    return s, s.mark(BTC, "70000")
+
+
+def test_fund_above_its_floor_takes_the_position_over() -> None:
+    """Floor 0: 10,000 − 0 ≥ 200 and 7,000 ≤ 100% × 10,000: the fund takes it over at the BP; no ADL."""
+    s, events = _gap_down("0")
+    [taken] = of_type(events, PositionTakenOver)
+    assert (taken.account, taken.qty, taken.price) == (1, s.lots(BTC, "0.1"), s.px(BTC, "72000"))
+    assert not of_type(events, AdlExecuted)
+    assert s.position(0, BTC).qty == s.lots(BTC, "0.1")
+    assert s.position(2, BTC).qty == -s.lots(BTC, "0.1")  # the short is untouched
+
+
+def test_fund_whose_balance_would_fall_below_its_floor_refuses_and_adl_closes_the_short() -> None:
+    """Floor 9,900: the loss at the mark (200) is more than the 100 above the floor, although the
+    notional limit would allow it: no take-over, the short is deleveraged at the BP, 72,000."""
+    s, events = _gap_down("9900")
+    assert not of_type(events, PositionTakenOver)
+    [adl] = of_type(events, AdlExecuted)
+    assert (adl.account, adl.qty, adl.price, adl.rank) == (2, s.lots(BTC, "0.1"), s.px(BTC, "72000"), 1)
+    assert s.position(2, BTC).qty == 0
+    assert s.fund() >= usdt("9900")  # the floor holds
+    [rec] = of_type(events, LiquidationRecorded)
+    assert (rec.qty_book, rec.qty_insurance, rec.qty_adl) == (0, 0, s.lots(BTC, "0.1"))
+    assert rec.adl_counterparties == [(2, s.lots(BTC, "0.1"))]
+
+
+def test_fund_notional_limit_refuses_even_with_balance_to_spare() -> None:
+    """max_notional 50%: 7,000 > 50% × 10,000 = 5,000, so no take-over even with floor 0: ADL."""
+    s, events = _gap_down("0", max_notional_ppm=500_000)
+    assert not of_type(events, PositionTakenOver)
+    assert [(e.account, e.qty) for e in of_type(events, AdlExecuted)] == [(2, s.lots(BTC, "0.1"))]
+
+
+def test_fund_history_query_filters_by_cause_liquidation_and_time() -> None:
+    """InsuranceFund.query: every change with its cause (mechanics.md Part 1 "Insurance fund"), filtered."""
+    s = Scenario(fund="100000")
+    for account, amount in ((1, "5010"), (2, "100000"), (3, "100000")):
+        s.deposit(account, amount)
+    s.isolated(1, BTC, leverage=10)
+    s.mark(BTC, "80000")
+    s.open(1, BTC, BUY, "0.25", "80000", counterparty=2)
+    # LP = (20,000 − 2,000) / (0.25 × (1 − 0.4%)) ≈ 72,289; BP 72,000. A bid at 72,150 absorbs the IOC:
+    # the fund gets a clearance fee (capped by the 37.5 USDT of margin left) with this liquidation's id
+    s.bid(3, BTC, "72150", "1")
+    events = s.mark(BTC, "72200")
+    [rec] = of_type(events, LiquidationRecorded)
+    fund = s.risk.fund
+    everything = fund.query()
+    assert everything == fund.history and everything  # no filter: the whole ledger
+    mine = fund.query(liquidation_id=rec.liquidation_id)
+    assert mine and all(e.liquidation_id == rec.liquidation_id for e in mine)
+    assert [e for e in mine if e.cause == "CLEARANCE_FEE"] == fund.query(cause="CLEARANCE_FEE",
+                                                                          liquidation_id=rec.liquidation_id)
+    assert fund.query(account=1) == [e for e in everything if e.account == 1]
+    assert fund.query(asset="BTC") == []
+    last_ts = everything[-1].ts
+    assert fund.query(until=last_ts) == [e for e in everything if e.ts < last_ts]
+    assert fund.query(since=last_ts + 1) == []

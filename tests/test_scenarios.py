@@ -373,6 +373,25 @@ def test_the_base_file_of_these_tests_loads_and_builds(tmp_path):
     assert built.duration_ms == 120_000 and len(built.traders) == 3
 
 
+def test_adl_interval_and_fund_notional_limit_reach_the_engine(tmp_path):
+    """docs/scenarios.md: `[scenario] adl_interval` and `[insurance_fund] max_notional`."""
+    text = GOOD.replace('duration = "2m"', 'duration = "2m"\nadl_interval = "10s"')
+    text += '\n[insurance_fund]\nbalance = "50000"\nmax_notional = "50%"\n'
+    scenario, path = load_scenario(write(tmp_path, text, "good.toml"))
+    risk = build(scenario, path.parent).engine.risk
+    assert risk.adl_interval_ms == 10_000 and risk.next_adl_publish == 10_000
+    assert risk.fund.max_notional_ppm == 500_000
+    defaults = build(*load_scenario(write(tmp_path, GOOD, "good.toml"))).engine.risk
+    assert (defaults.adl_interval_ms, defaults.fund.max_notional_ppm) == (30_000, 1_000_000)
+
+
+def test_a_bad_fund_limit_or_adl_interval_names_its_field(tmp_path):
+    text = GOOD + '\n[insurance_fund]\nmax_notional = "lots"\n'
+    assert error_of(write(tmp_path, text)).startswith(f"bad.toml:{line_of(text, 'lots')}: insurance_fund.max_notional")
+    text = GOOD.replace('duration = "2m"', 'duration = "2m"\nadl_interval = "0s"')
+    assert error_of(write(tmp_path, text)).startswith(f"bad.toml:{line_of(text, '0s')}: scenario.adl_interval")
+
+
 # (mistake, edit of GOOD, marker of the line the error must point at, field named)
 CASES = {
     "wrong type": (('count = 2', 'count = "2"'), 'count = "2"', "traders[1].count"),
