@@ -75,7 +75,13 @@ _CANCEL_STATUS = {
 
 
 class RejectReason(StrEnum):
-    """Every reason the engine refuses a command; one to one with a Binance code."""
+    """Every reason the engine refuses a command, each with exactly one Binance code (`binance_code`).
+
+    The map is a function, not a bijection: Binance gives one code to several
+    causes (-2010 "rejected", -1102 for a missing or malformed parameter, -2027
+    for position limits), and the engine keeps those causes apart as reasons so
+    a test or a bot can tell them apart; the REST edge reports the shared code.
+    """
 
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
     INVALID_ORDER_TYPE = "INVALID_ORDER_TYPE"
