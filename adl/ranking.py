@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from enum import StrEnum
 from fractions import Fraction
 
 from exchange.accounts import Position
+from exchange.venue import AdlRanking  # the choice is the venue profile's
 
-
-class AdlRanking(StrEnum):
-    PNL_LEVERAGE = "PNL_LEVERAGE"  # BitMEX / Binance-style score (default)
-    RANDOM_OFFSET = "RANDOM_OFFSET"  # dYdX v4: seeded pseudo-random start, no ranking
+__all__ = ["AdlRanking", "quantiles", "rank", "score"]
 
 
 def score(pos: Position, mark: int, k: int) -> Fraction:

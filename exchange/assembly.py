@@ -29,16 +29,19 @@ def build_exchange(
     insurance_floor: dict[str, int] | None = None,
     insurance_max_notional_ppm: int = 1_000_000,
     brackets: dict[str, BracketTable] | None = None,
-    adl_ranking: AdlRanking = AdlRanking.PNL_LEVERAGE,
+    adl_ranking: AdlRanking | None = None,
     adl_seed: int = 0,
     adl_interval_ms: int = 30_000,
     margin_call_ratio_ppm: int | None = None,
     funding_schedule: FundingSchedule | None = None,
 ) -> Engine:
-    """A full exchange: matching with margin, liquidations, the insurance fund and ADL."""
+    """A full exchange: matching with margin, liquidations, the insurance fund and ADL.
+
+    `adl_ranking` overrides the venue profile's (`VenueProfile.adl_ranking`) when given."""
     clearing = Clearing(profile=profile, brackets=brackets, insurance_fund=insurance_fund)
     engine = Engine(instruments, clock, clearing, funding_schedule)
     fund = InsuranceFund(clearing, floor=insurance_floor, max_notional_ppm=insurance_max_notional_ppm)
     monitor = RiskMonitor(clearing, margin_call_ratio_ppm)
-    engine.risk = Liquidator(clearing, engine, fund, monitor, adl_ranking, adl_seed, adl_interval_ms)
+    ranking = adl_ranking if adl_ranking is not None else profile.adl_ranking
+    engine.risk = Liquidator(clearing, engine, fund, monitor, ranking, adl_seed, adl_interval_ms)
     return engine

@@ -60,7 +60,7 @@ class RunSpec(_Spec):
     duration: str = "1h"  # virtual time: "90s", "30m", "2h"
     step: str = "1s"  # how often traders act and the index updates
     profile: str = "binance"  # venue profile: binance | entry-notional
-    adl_ranking: Literal["PNL_LEVERAGE", "RANDOM_OFFSET"] = "PNL_LEVERAGE"
+    adl_ranking: Literal["PNL_LEVERAGE", "RANDOM_OFFSET"] | None = None  # None: the venue profile's
     margin_call: str = "80%"  # margin ratio at which a margin call is published
     adl_interval: str = "30s"  # how often the ADL quantiles ("lights") are published
 
@@ -586,7 +586,7 @@ def build_engine(scenario: Scenario, seed: int) -> tuple[Engine, dict[str, Instr
         instruments.values(), profile=venue_profile(run.profile),
         insurance_fund={"USDT": usdt.money_atoms(scenario.insurance_fund.balance)},
         insurance_floor={"USDT": usdt.money_atoms(scenario.insurance_fund.floor)},
-        brackets=brackets or None, adl_ranking=AdlRanking(run.adl_ranking), adl_seed=seed,
+        brackets=brackets or None, adl_ranking=AdlRanking(run.adl_ranking) if run.adl_ranking else None, adl_seed=seed,
         margin_call_ratio_ppm=ppm(run.margin_call, "margin_call"),
         adl_interval_ms=duration_ms(run.adl_interval, "adl_interval"),
         insurance_max_notional_ppm=ppm(scenario.insurance_fund.max_notional, "max_notional"),

@@ -25,10 +25,18 @@ class AutoAddRule(StrEnum):
     MARK_MM_MINUS_CUM = "MARK_MM_MINUS_CUM"  # BTCEX: notional at mark × MMR − cum
 
 
+class AdlRanking(StrEnum):
+    """Which opposite-side positions ADL closes first (mechanics.md Part 1 "ADL", §6; adl/ranking.py)."""
+
+    PNL_LEVERAGE = "PNL_LEVERAGE"  # BitMEX / Binance-style score (default)
+    RANDOM_OFFSET = "RANDOM_OFFSET"  # dYdX v4: seeded pseudo-random order (profitable positions still first)
+
+
 class VenueProfile(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     maintenance_base: MaintenanceBase = MaintenanceBase.MARK_NOTIONAL
     auto_add_rule: AutoAddRule = AutoAddRule.ENTRY_MM
+    adl_ranking: AdlRanking = AdlRanking.PNL_LEVERAGE
     margin_call_ratio_ppm: int = 800_000  # margin call when MM / margin balance first reaches 80%
 
 
