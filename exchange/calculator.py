@@ -91,6 +91,7 @@ class _Account:
     wallet: int
     wallet_given: bool
     positions: list[_Pos] = field(default_factory=list)
+    realized_pnl: int = 0  # PnL realised by `close` steps so far (for the human form; not in the JSON)
 
 
 def _fmt(x: Fraction | int, scale_exp: int) -> str:
@@ -319,6 +320,7 @@ def apply_step(acct: _Account, sc: _Scale, step: dict[str, Any], where: str) -> 
         if not 0 < closed <= abs(p.qty):
             raise CalcError(f"{where}.close.qty: must be positive and at most the position's quantity")
         pnl, removed = realized_on_close(p.qty, p.cost, closed, p.mark, sc.k)
+        acct.realized_pnl += pnl
         if p.isolated:
             p.isolated_margin, to_wallet, _ = isolated_reduce(p.isolated_margin, abs(p.qty), closed, pnl)
             acct.wallet += to_wallet
@@ -339,4 +341,16 @@ def calculate(doc: Any) -> dict[str, Any]:
         apply_step(acct, sc, step, f"what_if[{j}]")
         after.append(report(acct, sc))
     out["what_if"] = after
+    return out
+
+
+def calculate_with_realized(doc: Any) -> list[tuple[dict[str, Any], str]]:
+    """For the human form: the reports of `calculate` (as given, then after each what-if step), each with
+    the PnL realised so far by `close` steps (at the mark, as a decimal string). The JSON output is
+    `calculate`'s alone; this adds nothing to it."""
+    acct, sc, steps = parse(doc)
+    out = [(report(acct, sc), _fmt(acct.realized_pnl, sc.dm))]
+    for j, step in enumerate(steps):
+        apply_step(acct, sc, step, f"what_if[{j}]")
+        out.append((report(acct, sc), _fmt(acct.realized_pnl, sc.dm)))
     return out
