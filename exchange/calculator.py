@@ -3,7 +3,7 @@
 The same functions as the engine (`exchange.margin`) compute every figure;
 this module only converts decimals to exact integers at a scale fine enough
 for every input, and back. Input and output are described in `--help` of
-`exchange calc` and in docs/calculator.md.
+`exchange calc` (exchange/cli_calc.py).
 """
 
 from __future__ import annotations
