@@ -1,15 +1,23 @@
 """Command-line options shared by every command that runs an engine, and what they build.
 
     add_runtime_options(parser)   --mqtt URL, --mqtt-qos, --mqtt-mode, --mqtt-prefix, --journal PATH (and a few more)
-    add_clock_options(parser)     --clock virtual|real, --speed, --tick-ms
+    add_clock_options(parser)     --realtime, --speed X: pace virtual time by the wall clock
     build_sinks(args)             the sinks those options ask for (journal first)
-    build_clock(args)             the runtime's clock configuration
+    pace_speed(args)              the speed factor those clock options ask for (None: as fast as possible)
+    build_clock(args)             the runtime's clock configuration, for a runtime that makes its own ticks
+    positive_int, positive_float  argparse types that reject 0 and negative numbers (exit status 2)
 
 A command that runs an engine does, in short:
 
-    runtime = Runtime(engine, sinks=build_sinks(args), clock=build_clock(args), config={...})
+    runtime = Runtime(engine, sinks=build_sinks(args), config={...})
     runtime.install_signal_handlers()
-    await runtime.serve()          # or: start, submit commands, stop
+    await runtime.start()
+    await runtime.run_producer(commands, speed=pace_speed(args))   # or: submit, with runtime.pace(...)
+    await runtime.stop()
+
+A command whose commands carry their own AdvanceClock (a scenario, a journal) paces
+those (`pace_speed`); one that serves bots with no clock of its own would give the
+runtime `build_clock(args)`, whose RealTime clock task submits the ticks.
 """
 
 from __future__ import annotations
@@ -42,13 +50,43 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--journal", metavar="PATH", help="append every command and event to this JSON-lines file")
 
 
-def add_clock_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("clock")
-    g.add_argument("--clock", choices=("virtual", "real"), default="virtual",
-                   help="virtual: as fast as possible; real: paced by the wall clock (default virtual)")
-    g.add_argument("--speed", type=float, default=1.0, help="real clock: virtual seconds per wall second")
-    g.add_argument("--tick-ms", type=int, default=100, help="real clock: virtual ms between clock steps")
-    g.add_argument("--start-ms", type=int, default=0, help="virtual time at the start, ms")
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def add_clock_options(parser: argparse.ArgumentParser, *, what: str = "virtual time") -> None:
+    """--realtime and --speed X: pace `what` by the wall clock instead of running as fast as possible."""
+    g = parser.add_argument_group("clock (default: virtual time, as fast as possible)")
+    g.add_argument("--realtime", action="store_true",
+                   help=f"pace {what} by the wall clock: one virtual second per second, unless --speed")
+    g.add_argument("--speed", type=positive_float, metavar="X",
+                   help="virtual seconds per wall second (implies --realtime), e.g. 10 or 0.5")
+
+
+def pace_speed(args: argparse.Namespace) -> float | None:
+    """The speed factor the clock options ask for, or None: as fast as possible."""
+    speed = getattr(args, "speed", None)
+    if speed is not None:
+        return float(speed)
+    return 1.0 if getattr(args, "realtime", False) else None
 
 
 def build_sinks(args: argparse.Namespace) -> list[Sink]:
@@ -72,8 +110,13 @@ def build_sinks(args: argparse.Namespace) -> list[Sink]:
     return sinks
 
 
-def build_clock(args: argparse.Namespace) -> ClockConfig:
-    start = getattr(args, "start_ms", 0)
-    if getattr(args, "clock", "virtual") == "real":
-        return RealTime(speed=args.speed, tick_ms=args.tick_ms, start_ms=start)
-    return VirtualTime(start_ms=start)
+def build_clock(args: argparse.Namespace, *, tick_ms: int = 100, start_ms: int = 0) -> ClockConfig:
+    """For a runtime that makes its own clock ticks: RealTime at the requested pace, else VirtualTime.
+
+    Not for a command whose commands hold their own AdvanceClock (run, replay): the ticks of a
+    RealTime clock would be commands of their own, so those pace theirs with `pace_speed`.
+    """
+    speed = pace_speed(args)
+    if speed is not None:
+        return RealTime(speed=speed, tick_ms=tick_ms, start_ms=start_ms)
+    return VirtualTime(start_ms=start_ms)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from exchange.cli_options import add_runtime_options
+from exchange.cli_options import add_clock_options, add_runtime_options, pace_speed, positive_int
 
 EPILOG = """\
 examples:
@@ -21,8 +22,14 @@ examples:
   exchange run crash --accounts 10000   ten thousand simulated traders in the same proportions
   exchange run calm --realtime --speed 10 --mqtt mqtt://127.0.0.1:1883    live, 10x, events over MQTT
 
-exit status: 0 done; 1 the run failed (an engine error, or money not conserved); 2 bad input
-(the scenario file: the message names file, line and field); 130 interrupted (what ran is flushed)."""
+stopping: SIGINT (Ctrl-C) or SIGTERM stops the run cleanly: no more commands, what was applied is
+flushed to every sink, the journal is closed with its end line (`exchange replay` finds it identical
+up to where it stopped), and the summary and chart cover the run so far. A second signal cuts the
+flush short: each sink closes with what it has taken so far (MQTT stops waiting for its acks).
+
+exit status: 0 done; 1 the run failed (an engine error, or money not conserved); 2 bad input or
+cannot start (the scenario file: the message names file, line and field; a bad option value; an
+MQTT broker that cannot be reached); 130 stopped early by SIGINT, 143 stopped early by SIGTERM."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,14 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", nargs="?", default="crash", help="a built-in scenario's name or a TOML file")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--until", metavar="DURATION", help="stop after this much virtual time (e.g. 10m)")
-    p.add_argument("--accounts", type=int, metavar="N", help="scale the simulated traders to about N accounts")
-    p.add_argument("--realtime", action="store_true", help="run against the wall clock (for bots that connect)")
-    p.add_argument("--speed", type=float, default=1.0, help="with --realtime: virtual seconds per wall second")
+    p.add_argument("--accounts", type=positive_int, metavar="N",
+                   help="scale the simulated traders to about N accounts (N ≥ 1)")
     p.add_argument("--report-dir", default="out", metavar="DIR", help="where the chart (and default journal) go")
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as one JSON object")
     p.add_argument("--no-journal", action="store_true", help="do not write the default journal file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_runtime_options(p)
+    add_clock_options(p, what="the scenario (for bots that connect live)")
     p.set_defaults(func=run)
 
 
@@ -57,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except ValueError as e:
         print(f"exchange run: {args.scenario}: {e}", file=sys.stderr)
-        return 2
-    if args.speed <= 0:
-        print("exchange run: --speed must be positive", file=sys.stderr)
         return 2
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -97,18 +101,32 @@ async def _run(args: argparse.Namespace, built: Any, config: dict[str, Any], rep
         chart.on_step(cmd, events)
 
     progress = _Progress(built.duration_ms, quiet=args.quiet)
-    runtime = Runtime(engine, sinks=build_sinks(args), config=config)
+    try:
+        sinks = build_sinks(args)
+    except ValueError as e:  # e.g. an MQTT URL that is not mqtt://HOST:PORT
+        print(f"exchange run: {e}", file=sys.stderr)
+        return 2
+    runtime = Runtime(engine, sinks=sinks, config=config)
     wall = time.perf_counter()
-    await runtime.start()
-    runtime.install_signal_handlers()
+    runtime.install_signal_handlers()  # before the journal exists: a signal from now on stops cleanly
+    try:
+        await runtime.start()
+    except OSError as e:  # ConnectionError, TimeoutError: a broker that cannot be reached, a journal path
+        print(f"exchange run: cannot start: {e}", file=sys.stderr)
+        return 2
     finished = False
     try:
-        finished = await runtime.run_producer(scenario_commands(built), on_step,
-                                              args.speed if args.realtime else None, progress.update)
+        finished = await runtime.run_producer(scenario_commands(built), on_step, pace_speed(args),
+                                              progress.update)
     finally:
         await runtime.stop()
     wall = time.perf_counter() - wall
     progress.done(engine.clock.now)
+    if not finished:
+        sig = runtime.stop_signal
+        why = signal.Signals(sig).name if sig is not None else "a stop request"
+        print(f"exchange run: stopped early by {why} at {_clock(engine.clock.now)} virtual; the journal and "
+              f"the summary cover the run up to there", file=sys.stderr)
     chart_path = write_chart(chart, report_dir / f"{name}.png")
     result = summary.finish(engine, wall, str(chart_path))
     print(render_table(result))
@@ -121,7 +139,9 @@ async def _run(args: argparse.Namespace, built: Any, config: dict[str, Any], rep
     if not result.get("conserved", True):
         print("exchange run: balances do not add up to deposits: this is a bug", file=sys.stderr)
         return 1
-    return 0 if finished else 130
+    if finished:
+        return 0
+    return 128 + (runtime.stop_signal or signal.SIGINT)
 
 
 class _Progress:

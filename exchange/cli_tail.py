@@ -23,24 +23,58 @@ from exchange.topics import DEFAULT_PREFIX, GapChecker, decode_payload, sniff_fo
 _HIDDEN = ("schema", "topic_seq", "type", "seq", "symbol_seq", "ts")
 
 
+EPILOG = f"""\
+examples:
+  exchange tail --mqtt mqtt://127.0.0.1:1883            everything under {DEFAULT_PREFIX}/, until Ctrl-C
+  exchange tail 'market/BTCUSDT/trades' 'account/7/#' --count 100
+  exchange tail --quiet --timeout 60 && echo "no gap"   a minute of checking, gaps only
+
+It stops after --count events, after --timeout seconds, or on SIGINT (Ctrl-C) / SIGTERM, and then
+prints a summary line (messages, events, topics, gaps, duplicates) on standard error.
+
+exit status: 0 stopped, no gap seen; 1 stopped, and at least one gap was seen (events missed:
+a topic_seq jumped); 2 bad input or cannot start (an MQTT URL that is not mqtt://HOST:PORT, a
+broker that cannot be reached, or the connection lost)."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tail", help="print the events published on MQTT, checking per-topic sequence numbers",
         description="Subscribe to topic filters under the prefix and print every event as it arrives. Gaps in a "
                     "topic's topic_seq (events missed) and duplicates are reported.",
-        epilog="Examples: exchange tail --mqtt mqtt://127.0.0.1:1883   |   exchange tail 'market/BTCUSDT/trades' "
-               "'account/7/#' --count 100",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("filters", nargs="*", default=["#"], metavar="FILTER",
                    help="topic filters relative to the prefix (default: #)")
     p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="mqtt://HOST:PORT", help="the broker")
     p.add_argument("--mqtt-prefix", default=DEFAULT_PREFIX, metavar="PREFIX", help=f"default {DEFAULT_PREFIX}")
     p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
-    p.add_argument("--count", type=int, default=0, help="stop after this many events (0: never)")
-    p.add_argument("--timeout", type=float, default=0.0, help="stop after this many seconds (0: never)")
+    p.add_argument("--count", type=_non_negative_int, default=0, help="stop after this many events (0: never)")
+    p.add_argument("--timeout", type=_non_negative_float, default=0.0,
+                   help="stop after this many seconds (0: never)")
     p.add_argument("--json", action="store_true", help="print each event as one JSON line (with its topic)")
     p.add_argument("--quiet", action="store_true", help="print only gaps and the summary")
     p.set_defaults(func=run)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
 
 
 def describe(topic: str, ev: dict[str, Any]) -> str:
@@ -106,7 +140,11 @@ async def _tail(args: argparse.Namespace) -> int:
 
     from exchange.mqtt_sink import parse_mqtt_url
 
-    host, port = parse_mqtt_url(args.mqtt)
+    try:
+        host, port = parse_mqtt_url(args.mqtt)
+    except ValueError as exc:
+        print(f"exchange tail: {exc}", file=sys.stderr)
+        return 2
     prefix = args.mqtt_prefix.strip("/")
     filters = [f"{prefix}/{f.lstrip('/')}" if prefix else f for f in args.filters]
     tail = Tail(sys.stdout, as_json=args.json, quiet=args.quiet)
@@ -133,14 +171,19 @@ async def _tail(args: argparse.Namespace) -> int:
                         return
 
             task = loop.create_task(consume())
+            stopper = loop.create_task(stop.wait())
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout)
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            # until --count (consume returns), --timeout, a signal, or the connection is lost (consume raises)
+            await asyncio.wait({task, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # re-raises a lost connection's MqttError
     except aiomqtt.MqttError as exc:
         print(f"exchange tail: {args.mqtt}: {exc}", file=sys.stderr)
+        if tail.messages:
+            print(f"# {tail.summary()}", file=sys.stderr)
         return 2
     print(f"# {tail.summary()}", file=sys.stderr)
-    return 0
+    return 1 if tail.checker.gaps else 0

@@ -23,11 +23,19 @@ clock to that due time, then applies the commands the timer returns (its
 function reads the engine, never the wall clock), then goes on to the target
 time; each of these is journaled as its own step, so a replay needs no timers.
 
-Shutdown (`stop`, or SIGINT/SIGTERM once `install_signal_handlers` was called):
-the intake stops (submit raises RuntimeClosed), the engine applies what was
-already accepted, every sink queue is closed and drained, each sink flushes
-and closes (the MQTT sink waits for its acknowledgements, within its own
-timeout), then `stop` returns. A second signal cancels the sinks at once.
+Shutdown. A stop request (`request_stop`, or SIGINT/SIGTERM once
+`install_signal_handlers` was called) closes the intake at once: `closed` is
+true and every `submit*`/`request` raises RuntimeClosed, while the engine
+still applies every command already accepted and hands its events to the
+sinks (nothing accepted is lost); a producer in `run_producer` stops at its
+next chunk (at most `burst` commands on), and a paced wait for the wall
+clock ends at once.
+`stop` (which `serve` calls; a command calls it after its producer returns)
+then waits for the engine to go idle, closes and drains every sink queue,
+lets each sink flush and close (the journal writes its `end` line, the MQTT
+sink waits for its acknowledgements within its own timeout) and returns.
+A second signal cancels the sinks at once. `stop_signal` tells which signal
+stopped the run (None: none did), so a command can exit with 128 + it.
 """
 
 from __future__ import annotations
@@ -132,6 +140,24 @@ def describe_engine(engine: Engine) -> dict[str, Any]:
     return out
 
 
+class Pacer:
+    """Virtual time against the wall clock: virtual ms `ts` is due `(ts - virtual0) / speed` ms after the start.
+
+    The start is the moment the Pacer is made (monotonic clock), or `wall0`.
+    """
+
+    def __init__(self, speed: float, virtual0: int, wall0: float | None = None) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self.virtual0 = virtual0
+        self.wall0 = time.monotonic() if wall0 is None else wall0
+
+    def delay(self, ts: int) -> float:
+        """Seconds until virtual time `ts` is due (zero or less: it is due)."""
+        return self.wall0 + (ts - self.virtual0) / 1000.0 / self.speed - time.monotonic()
+
+
 class Runtime:
     """Owns an engine: ingress queue, engine task, clock, timers, sinks, shutdown."""
 
@@ -164,7 +190,9 @@ class Runtime:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop_requested = asyncio.Event()
-        self._closing = False
+        self._closing = False  # intake closed: a stop was requested, stop() runs, or the engine failed
+        self._stopping = False  # stop() has begun
+        self.stop_signal: int | None = None  # the signal that requested the stop, if one did
         self._started = False
         self._stopped: asyncio.Future[None] | None = None
         self._engine_task: asyncio.Task[None] | None = None
@@ -214,7 +242,8 @@ class Runtime:
                     await r.sink.close()
                 except Exception:
                     log.exception("%s: close failed", r.sink.name)
-            self._closing = True
+            self._closing = self._stopping = True
+            self.remove_signal_handlers()
             self._stopped.set_result(None)
             raise
         for r in self.runners:
@@ -231,8 +260,19 @@ class Runtime:
         await self.stop()
 
     def request_stop(self) -> None:
-        """Ask `serve` (or whoever waits in `wait_stop_requested`) to shut down."""
+        """Close the intake now and ask `serve` (or whoever waits in `wait_stop_requested`) to shut down.
+
+        From here on `closed` is true and submitting raises RuntimeClosed; what was accepted before
+        is still applied, and its events reach the sinks when `stop` drains them.
+        """
+        self._closing = True
         self._stop_requested.set()
+        self._has_input.set()  # the engine task applies what is queued, then ends
+        self._space.set()  # blocked submitters wake and raise RuntimeClosed
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
 
     async def wait_stop_requested(self) -> None:
         await self._stop_requested.wait()
@@ -250,9 +290,10 @@ class Runtime:
         if not self._started:
             return
         assert self._stopped is not None
-        if self._closing:
+        if self._stopping:
             await asyncio.shield(self._stopped)
             return
+        self._stopping = True
         self._closing = True
         self._stop_requested.set()
         try:
@@ -304,6 +345,7 @@ class Runtime:
     def _on_signal(self, sig: int) -> None:
         if not self._stop_requested.is_set():
             log.warning("%s: stopping intake, draining and flushing (send again to abort)", signal.Signals(sig).name)
+            self.stop_signal = sig
             self.request_stop()
             return
         log.error("%s again: cancelling the sinks", signal.Signals(sig).name)
@@ -314,6 +356,7 @@ class Runtime:
     # ------------------------------------------------------------------ intake
     @property
     def closed(self) -> bool:
+        """True once a stop was requested (or the engine failed): no more commands are accepted."""
         return self._closing
 
     def submit_nowait(self, cmd: Command) -> None:
@@ -389,30 +432,41 @@ class Runtime:
         chunks of `burst` steps go to every sink's queue as usual, so a slow
         sink back-pressures (or gaps) exactly as with submitted commands.
         With `speed`, an AdvanceClock is applied only when the wall clock has
-        caught up with its virtual time divided by `speed` (a live run).
+        caught up with its virtual time divided by `speed` (a live run); the
+        steps applied before the wait are handed to the sinks first.
+
+        A stop request (`request_stop`, a signal) is seen after every chunk
+        handed to the sinks and ends a wait for the wall clock at once; the
+        steps applied so far are handed to the sinks, the generator is not
+        resumed. `on_progress(virtual_now)` is called after every chunk.
         Returns False if a stop was requested before the generator ended.
         """
         await self.drain()
+        if self._closing:
+            return False
         apply = self.engine.apply
         queues = [r.queue for r in self.runners]
         burst = self.burst
         perf = time.perf_counter
-        wall0 = time.monotonic()
-        virtual0 = self.engine.clock.now
+        pacer = Pacer(speed, self.engine.clock.now) if speed is not None else None
+        stop = self._stop_requested
         chunk: list[tuple[Command, list[Event]]] = []
         n_events = 0
+        finished = False
         self._idle.clear()
         if self.first_apply is None:
             self.first_apply = perf()
         try:
             for cmd in commands:
-                if speed is not None and type(cmd) is AdvanceClock:
-                    due = wall0 + (cmd.ts - virtual0) / 1000.0 / speed
-                    delay = due - time.monotonic()
+                if pacer is not None and type(cmd) is AdvanceClock:
+                    delay = pacer.delay(cmd.ts)
                     if delay > 0:
                         n_events = await self._flush(queues, chunk, n_events)
                         chunk = []
-                        await asyncio.sleep(delay)
+                        if on_progress is not None:
+                            on_progress(self.engine.clock.now)
+                        if stop.is_set() or await self._wait_stop(delay):
+                            break
                 events = apply(cmd)
                 if on_step is not None:
                     on_step(cmd, events)
@@ -423,13 +477,34 @@ class Runtime:
                     chunk = []
                     if on_progress is not None:
                         on_progress(self.engine.clock.now)
-                    if self._stop_requested.is_set():
-                        return False
+                    if stop.is_set():
+                        break
+            else:
+                finished = True
             await self._flush(queues, chunk, n_events)
-            return True
+            return finished
         finally:
             self.last_apply = perf()
             self._idle.set()
+
+    async def _wait_stop(self, delay: float) -> bool:
+        """Sleep `delay` seconds unless a stop is requested first; True if it was."""
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), delay)
+        except TimeoutError:
+            return False
+        return True
+
+    async def pace(self, pacer: Pacer, ts: int) -> bool:
+        """Wait until the wall clock reaches virtual time `ts` on `pacer`; False if a stop came first.
+
+        For producers that `submit` (e.g. a journal's replay): call it before submitting each
+        AdvanceClock to republish at `pacer.speed`.
+        """
+        if self._stop_requested.is_set():
+            return False
+        delay = pacer.delay(ts)
+        return delay <= 0 or not await self._wait_stop(delay)
 
     async def _flush(self, queues: list[Any], chunk: list[tuple[Command, list[Event]]], n_events: int) -> int:
         """Hand a chunk of applied steps to every sink queue; returns 0 (the new event count)."""

@@ -224,6 +224,7 @@ def _shows_an_example(help_text: str, command: str | None) -> bool:
 HELP = [
     None,
     "run",
+    "demo",
     "calc",
     "replay",
     "tail",
@@ -237,6 +238,17 @@ def test_help_exits_0_and_shows_an_example(tmp_path, command):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: exchange")
     assert _shows_an_example(proc.stdout, command), proc.stdout
+    assert "exit status" in proc.stdout.lower()
+
+
+def test_top_level_help_shows_an_example_of_every_command_and_the_common_exit_codes(tmp_path):
+    proc = exchange("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    examples = proc.stdout.split("examples", 1)[1]
+    for command in ("run", "demo", "calc", "replay", "tail"):
+        assert re.search(rf"^  exchange {command}\b", examples, re.M), command
+    for code in ("0", "1", "2", "130", "143"):
+        assert re.search(rf"\b{code}\b", examples.split("exit status", 1)[1]), code
 
 
 def test_a_csv_scenario_replays_from_another_directory(tmp_path):
@@ -259,3 +271,143 @@ def test_a_csv_scenario_replays_from_another_directory(tmp_path):
     rep = exchange("replay", str(tmp_path / "out" / "csvrun.jsonl"), cwd=src)
     assert rep.returncode == 0, rep.stderr
     assert "identical" in rep.stdout
+
+
+# ------------------------------------------------------------------ exit codes: bad values, cannot start
+@pytest.mark.parametrize("accounts", ["0", "-3", "many"])
+def test_a_bad_accounts_count_exits_2(tmp_path, accounts):
+    proc = exchange("run", "calm", "--accounts", accounts, "--report-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--accounts" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("speed", ["0", "-1", "inf"])
+def test_a_bad_speed_exits_2(tmp_path, speed):
+    for command in (["run", "calm"], ["replay", "nothing.jsonl"]):
+        proc = exchange(*command, "--speed", speed, cwd=tmp_path)
+        assert proc.returncode == 2, command
+        assert "--speed" in proc.stderr
+
+
+def _closed_port() -> int:
+    from tests.mqtt_broker import free_port
+
+    return free_port()  # bound then released: nothing listens there
+
+
+def test_run_with_an_unreachable_broker_exits_2_with_one_error_line(tmp_path):
+    url = f"mqtt://127.0.0.1:{_closed_port()}"
+    proc = exchange("run", "calm", "--until", "10s", "--quiet", "--mqtt", url, "--report-dir", str(tmp_path / "out"),
+                    cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"exchange run: cannot start: cannot connect to MQTT broker {url}" in proc.stderr
+    assert proc.stdout == ""  # no summary: nothing ran
+
+
+def test_run_with_a_bad_mqtt_url_exits_2(tmp_path):
+    proc = exchange("run", "calm", "--until", "10s", "--quiet", "--mqtt", "http://127.0.0.1:1",
+                    "--report-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "mqtt://HOST:PORT" in proc.stderr
+
+
+def _small_journal(path: Path, virtual_ms: int = 4000) -> int:
+    """A journal of a few orders and a clock step every 100 ms up to `virtual_ms`; returns its command count."""
+    import asyncio
+
+    from bench.random_flow import random_flow
+    from exchange.commands import AdvanceClock
+    from exchange.engine import Engine
+    from exchange.journal import JournalSink
+    from exchange.runtime import Runtime
+
+    orders = list(random_flow(7, 200))
+    cmds: list = []
+    for k, t in enumerate(range(100, virtual_ms + 1, 100)):
+        cmds += orders[k * 5:(k + 1) * 5]
+        cmds.append(AdvanceClock(ts=t))
+
+    async def main() -> None:
+        rt = Runtime(Engine(), sinks=[JournalSink(path)])
+        await rt.start()
+        await rt.submit_many(cmds)
+        await rt.stop()
+
+    asyncio.run(main())
+    return len(cmds)
+
+
+def test_replay_with_an_unreachable_broker_exits_2(tmp_path):
+    journal = tmp_path / "j.jsonl"
+    _small_journal(journal, 500)
+    proc = exchange("replay", str(journal), "--mqtt", f"mqtt://127.0.0.1:{_closed_port()}", cwd=tmp_path,
+                    timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "cannot connect to MQTT broker" in proc.stderr
+
+
+def test_replay_republishes_at_the_chosen_speed(tmp_path, capsys):
+    """4 virtual seconds at --speed 4: about one wall second (unpaced it takes a few ms), and the
+    republished journal is the original, byte for byte."""
+    from exchange.cli import main
+
+    journal, again = tmp_path / "j.jsonl", tmp_path / "again.jsonl"
+    n = _small_journal(journal, 4000)
+    t0 = time.monotonic()
+    assert main(["replay", str(journal), "--speed", "4", "--journal", str(again)]) == 0
+    took = time.monotonic() - t0
+    assert 0.9 <= took < 6.0, took
+    assert f"{n} commands" in capsys.readouterr().out
+    assert again.read_bytes() == journal.read_bytes()
+    t0 = time.monotonic()
+    assert main(["replay", str(journal), "--speed", "40", "--quiet"]) == 0  # no sink: paced all the same
+    took = time.monotonic() - t0
+    assert 0.09 <= took < 0.9, took
+
+
+# ------------------------------------------------------------------ exchange tail: a gap is exit status 1
+def _publish(url: str, topic: str, seqs: list[int]) -> None:
+    import paho.mqtt.client as paho
+
+    from exchange.mqtt_sink import parse_mqtt_url
+
+    host, port = parse_mqtt_url(url)
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        for s in seqs:
+            payload = json.dumps({"type": "Trade", "schema": 1, "seq": s, "topic_seq": s, "ts": s, "price": 1})
+            c.publish(topic, payload, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
+@pytest.mark.parametrize(("seqs", "status"), [([1, 2, 3], 0), ([1, 2, 4], 1)], ids=["no-gap", "gap"])
+def test_tail_exits_1_when_it_saw_a_gap(tmp_path, seqs, status):
+    from tests.mqtt_broker import MqttBroker, broker_kind
+
+    if broker_kind() is None:
+        pytest.skip("no MQTT broker available")
+    with MqttBroker(tmp_path / "broker").start() as broker:
+        prefix = f"tail{os.getpid()}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([*EXCHANGE, "tail", "--mqtt", broker.url, "--mqtt-prefix", prefix, "--count", "3",
+                                 "--timeout", "60"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            assert line.startswith("# subscribed"), line
+            _publish(broker.url, f"{prefix}/market/BTCUSDT/trades", seqs)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == status, err
+    assert ("GAP" in out) == bool(status)
+    assert "3 events" in err

@@ -336,3 +336,165 @@ def test_signal_stops_intake_drains_flushes_and_closes(tmp_path, sig):
     assert applied > 100
     res = replay(path)
     assert res.ok and res.complete and res.commands == applied
+
+
+# ------------------------------------------------------------------ a stop request closes the intake
+def test_a_stop_request_closes_the_intake_at_once_and_applies_what_was_accepted(tmp_path):
+    """request_stop (what SIGINT/SIGTERM call): submit* raise RuntimeClosed and `closed` is true at once, before
+    stop() runs; every command accepted before is still applied and reaches every sink and the journal."""
+    cmds = _flow(3000)
+    path = tmp_path / "j.jsonl"
+    sink = CollectSink()
+
+    async def main() -> tuple[Runtime, list[str]]:
+        rt = Runtime(Engine(), sinks=[JournalSink(path), sink], ingress_capacity=100_000)
+        await rt.start()
+        await rt.submit_many(cmds)  # accepted; the engine has not applied them all yet
+        assert not rt.closed
+        rt.request_stop()
+        refused = []
+        assert rt.closed and rt.stop_requested  # stop() has not run
+        for attempt in (rt.submit(cmds[0]), rt.request(cmds[0]), rt.submit_many(cmds[:3]), rt.advance_to(10**9)):
+            try:
+                await attempt
+            except RuntimeClosed:
+                refused.append("closed")
+        try:
+            rt.submit_nowait(cmds[0])
+        except RuntimeClosed:
+            refused.append("closed")
+        await asyncio.sleep(0.05)
+        await rt.stop()
+        return rt, refused
+
+    rt, refused = run(main())
+    assert refused == ["closed"] * 5
+    assert rt.commands == len(cmds)  # nothing accepted was lost
+    assert [enc(e) for e in sink.events] == [enc(e) for e in direct(cmds)]
+    res = replay(path)
+    assert res.ok and res.complete and res.commands == len(cmds)
+
+
+def test_a_stop_request_wakes_a_submitter_blocked_on_a_full_ingress():
+    cmds = _flow(50)
+
+    async def main() -> str:
+        stalled = CollectSink(capacity=1, policy=OverflowPolicy.BLOCK)
+        stalled.stall()  # the engine blocks on this sink's queue, so the ingress stays full
+        rt = Runtime(Engine(), sinks=[stalled], ingress_capacity=4, burst=1)
+        await rt.start()
+        for c in cmds[:4]:
+            await rt.submit(c)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        fill = len(rt._ingress)
+        while len(rt._ingress) < rt.ingress_capacity:
+            rt.submit_nowait(cmds[fill])
+            fill += 1
+        blocked = asyncio.get_running_loop().create_task(rt.submit(cmds[-1]))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()  # waiting for room
+        rt.request_stop()
+        try:
+            await asyncio.wait_for(blocked, 2)
+            outcome = "accepted"
+        except RuntimeClosed:
+            outcome = "closed"
+        stalled.resume()
+        await rt.stop()
+        return outcome
+
+    assert run(main()) == "closed"
+
+
+def _producer(cmds: list, rt_box: list, stop_after: int | None = None):
+    for i, c in enumerate(cmds):
+        if stop_after is not None and i == stop_after:
+            rt_box[0].request_stop()  # as a signal handler would, between two commands
+        yield c
+
+
+def test_run_producer_stops_at_the_next_chunk_after_a_stop_request_and_flushes_what_it_applied(tmp_path):
+    cmds = _flow(5000)
+    path = tmp_path / "j.jsonl"
+    box: list = []
+
+    async def main() -> tuple[Runtime, bool]:
+        rt = Runtime(Engine(), sinks=[JournalSink(path)], burst=256)
+        box.append(rt)
+        await rt.start()
+        finished = await rt.run_producer(_producer(cmds, box, stop_after=1000))
+        await rt.stop()
+        return rt, finished
+
+    rt, finished = run(main())
+    assert not finished
+    assert 1000 <= rt.commands <= 1000 + 256  # at most the rest of the chunk it was in
+    res = replay(path)
+    assert res.ok and res.complete and res.commands == rt.commands
+
+
+def test_a_paced_run_producer_stops_during_its_wait_for_the_wall_clock(tmp_path):
+    """speed 1 and an AdvanceClock a minute ahead: the wait ends as soon as the stop is requested (the
+    review's `run --realtime` could not be stopped), and the steps applied before the wait are flushed."""
+    cmds = _flow(300)
+    path = tmp_path / "j.jsonl"
+
+    async def main() -> tuple[Runtime, bool, float]:
+        rt = Runtime(Engine(), sinks=[JournalSink(path)])
+        await rt.start()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, rt.request_stop)
+        t0 = time.monotonic()
+        finished = await rt.run_producer(iter([*cmds, AdvanceClock(ts=60_000), *cmds]), speed=1.0)
+        took = time.monotonic() - t0
+        await rt.stop()
+        return rt, finished, took
+
+    rt, finished, took = run(main())
+    assert not finished
+    assert took < 5.0
+    assert rt.commands == len(cmds)  # everything before the clock step, nothing after
+    res = replay(path)
+    assert res.ok and res.complete and res.commands == len(cmds)
+
+
+def test_a_paced_run_producer_keeps_to_the_speed():
+    steps = [AdvanceClock(ts=t) for t in range(100, 2001, 100)]  # 2 virtual seconds
+
+    async def main() -> tuple[bool, float]:
+        rt = Runtime(Engine())
+        await rt.start()
+        t0 = time.monotonic()
+        finished = await rt.run_producer(iter(steps), speed=4.0)
+        took = time.monotonic() - t0
+        await rt.stop()
+        return finished, took
+
+    finished, took = run(main())
+    assert finished
+    assert 0.45 <= took < 3.0  # 2 s / 4 = 0.5 s
+
+
+def test_pace_waits_for_the_wall_clock_and_gives_up_on_a_stop_request():
+    from exchange.runtime import Pacer
+
+    async def main() -> tuple[bool, float, bool, float]:
+        rt = Runtime(Engine())
+        await rt.start()
+        pacer = Pacer(2.0, 0)
+        t0 = time.monotonic()
+        ok = await rt.pace(pacer, 400)  # 0.4 virtual s at 2x: 0.2 s
+        waited = time.monotonic() - t0
+        asyncio.get_running_loop().call_later(0.1, rt.request_stop)
+        t1 = time.monotonic()
+        stopped = await rt.pace(pacer, 3_600_000)
+        gave_up = time.monotonic() - t1
+        await rt.stop()
+        return ok, waited, stopped, gave_up
+
+    ok, waited, stopped, gave_up = run(main())
+    assert ok and 0.15 <= waited < 2.0
+    assert not stopped and gave_up < 2.0
+    with pytest.raises(ValueError):
+        Pacer(0, 0)
