@@ -106,9 +106,15 @@ class MarketSpec(_Spec):
     brackets: list[BracketSpec] = []
 
 
+class FeeTierSpec(_Spec):
+    maker: str  # e.g. "0.00016" (0.016%)
+    taker: str
+
+
 class FeesSpec(_Spec):
-    maker: str = "0.0002"
+    maker: str = "0.0002"  # the default tier's rates
     taker: str = "0.0005"
+    tiers: dict[str, FeeTierSpec] = {}  # named tiers an account or trader population can take (`fee_tier`)
 
 
 class InsuranceSpec(_Spec):
@@ -130,6 +136,7 @@ class AccountSpec(_Spec):
     margin_mode: Literal["cross", "isolated"] = "cross"
     position_mode: Literal["one-way", "hedge"] = "one-way"
     auto_margin_addition: bool = False
+    fee_tier: str = ""  # a name in [fees.tiers]; "": the default rates of [fees]
     position: PositionSpec | None = None
 
 
@@ -142,6 +149,7 @@ class TraderSpec(_Spec):
     margin_mode: Literal["cross", "isolated"] = "cross"
     qty: str = "0.01"  # order size (base units)
     every: int = 1  # acts every N steps (with a random phase)
+    fee_tier: str = ""  # a name in [fees.tiers]; "": the default rates of [fees]
     # market maker
     levels: int = 5
     spread: str = "1"  # quote spread, in price units
@@ -501,6 +509,18 @@ def _validate(s: Scenario, text: str, p: Path) -> None:
                         duration_ms(getattr(sh, name), name)
                 except ValueError as e:
                     fail(f".markets[{i}].index.shocks[{j}].{name}", str(e))
+    for name, tier in s.fees.tiers.items():
+        for side in ("maker", "taker"):
+            try:
+                if not 0 <= ppm(getattr(tier, side), side) <= 100_000:
+                    fail(f".fees.tiers.{name}.{side}", "must be between 0 and 10%")
+            except ValueError as e:
+                fail(f".fees.tiers.{name}.{side}", str(e))
+    known_tiers = ", ".join(sorted(s.fees.tiers)) or "none defined"
+    for what, rows in (("accounts", s.accounts), ("traders", s.traders)):
+        for i, row in enumerate(rows):
+            if row.fee_tier and row.fee_tier not in s.fees.tiers:
+                fail(f".{what}[{i}].fee_tier", f"no tier {row.fee_tier!r} in [fees.tiers] ({known_tiers})")
     for i, a in enumerate(s.accounts):
         if a.position is not None and a.position.symbol not in symbols:
             fail(f".accounts[{i}].position.symbol", f"no market {a.position.symbol}")
@@ -609,7 +629,8 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
     length = duration_ms(until) if until else duration_ms(run.duration)
     engine, instruments = build_engine(scenario, seed)
     usdt = instruments[scenario.markets[0].symbol]
-    maker, taker = ppm(scenario.fees.maker, "maker"), ppm(scenario.fees.taker, "taker")
+    tiers = {"": (ppm(scenario.fees.maker, "maker"), ppm(scenario.fees.taker, "taker"))}
+    tiers.update({name: (ppm(t.maker, "maker"), ppm(t.taker, "taker")) for name, t in scenario.fees.tiers.items()})
     feeds: dict[str, IndexFeed] = {}
     for m in scenario.markets:
         ins = instruments[m.symbol]
@@ -621,9 +642,13 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
         ])
     setup: list[Command] = []
 
-    def account_setup(acct: int, balance: str, leverage: int, symbol: str, isolated: bool) -> None:
-        setup.append(Deposit(account=acct, asset="USDT", amount=usdt.money_atoms(balance)))
+    def fee_tier(acct: int, tier: str) -> None:
+        maker, taker = tiers[tier]
         setup.append(SetFeeTier(account=acct, maker_fee_ppm=maker, taker_fee_ppm=taker))
+
+    def account_setup(acct: int, balance: str, leverage: int, symbol: str, isolated: bool, tier: str) -> None:
+        setup.append(Deposit(account=acct, asset="USDT", amount=usdt.money_atoms(balance)))
+        fee_tier(acct, tier)
         if isolated:
             setup.append(SetMarginMode(account=acct, symbol=symbol, margin_mode=MarginMode.ISOLATED))
         setup.append(SetLeverage(account=acct, symbol=symbol, leverage=leverage))
@@ -634,7 +659,7 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
     for a in scenario.accounts:
         symbol = a.position.symbol if a.position is not None else scenario.markets[0].symbol
         setup.append(Deposit(account=a.id, asset="USDT", amount=usdt.money_atoms(a.balance)))
-        setup.append(SetFeeTier(account=a.id, maker_fee_ppm=maker, taker_fee_ppm=taker))
+        fee_tier(a.id, a.fee_tier)
         if a.position_mode == "hedge":
             setup.append(SetPositionMode(account=a.id, position_mode=PositionMode.HEDGE))
         if a.margin_mode == "isolated":
@@ -654,7 +679,7 @@ def build(scenario: Scenario, base_dir: Path, seed: int | None = None, accounts:
         for _ in range(count):
             acct = next_id
             next_id += 1
-            account_setup(acct, t.balance, t.leverage, t.symbol, t.margin_mode == "isolated")
+            account_setup(acct, t.balance, t.leverage, t.symbol, t.margin_mode == "isolated", t.fee_tier)
             trader = _trader(t, acct, ins, seed, size)
             traders.append(ScheduledTrader(trader, t.every, phase_rng.randrange(t.every)))
     return Built(scenario, engine, setup, feeds, traders, length, step, seed, instruments)

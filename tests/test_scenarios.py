@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from exchange.clearing import FUND_ACCOUNT
+from exchange.commands import SetFeeTier
 from exchange.enums import BalanceReason, PositionReason, Side
 from exchange.events import (
     BalanceUpdated,
@@ -390,6 +391,31 @@ def test_a_bad_fund_limit_or_adl_interval_names_its_field(tmp_path):
     assert error_of(write(tmp_path, text)).startswith(f"bad.toml:{line_of(text, 'lots')}: insurance_fund.max_notional")
     text = GOOD.replace('duration = "2m"', 'duration = "2m"\nadl_interval = "0s"')
     assert error_of(write(tmp_path, text)).startswith(f"bad.toml:{line_of(text, '0s')}: scenario.adl_interval")
+
+
+def test_fee_tiers_by_name_for_traders_and_accounts(tmp_path):
+    """docs/scenarios.md `[fees]`: named tiers taken with `fee_tier`; the rest keep the default rates."""
+    text = GOOD.replace('kind = "noise"\n', 'kind = "noise"\nfee_tier = "vip3"\n')
+    text += ('\n[fees]\nmaker = "0.0002"\ntaker = "0.0005"\n[fees.tiers.vip3]\nmaker = "0.00012"\n'
+             'taker = "0.00032"\n\n[[accounts]]\nid = 5\nfee_tier = "vip3"\n')
+    scenario, path = load_scenario(write(tmp_path, text, "good.toml"))
+    built = build(scenario, path.parent)
+    rates = {c.account: (c.maker_fee_ppm, c.taker_fee_ppm) for c in built.setup if isinstance(c, SetFeeTier)}
+    noise = [t.trader.account for t in built.traders if type(t.trader).__name__ == "NoiseTaker"]
+    maker_mm = [t.trader.account for t in built.traders if type(t.trader).__name__ == "MarketMaker"]
+    assert len(noise) == 2 and len(maker_mm) == 1
+    # 0.012% = 120 ppm, 0.032% = 320 ppm; the default 0.02% / 0.05% = 200 / 500 ppm
+    assert all(rates[a] == (120, 320) for a in noise) and rates[5] == (120, 320)
+    assert rates[maker_mm[0]] == (200, 500)
+
+
+def test_an_unknown_fee_tier_names_its_field_and_line(tmp_path):
+    text = GOOD.replace('kind = "noise"\n', 'kind = "noise"\nfee_tier = "vip9"\n')
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, 'vip9')}: traders[1].fee_tier: no tier 'vip9'"), err
+    text = GOOD + '\n[fees.tiers.vip1]\nmaker = "0.5"\ntaker = "0.0004"\n'
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, '0.5')}: fees.tiers.vip1.maker: "), err
 
 
 # (mistake, edit of GOOD, marker of the line the error must point at, field named)
