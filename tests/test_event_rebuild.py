@@ -2,30 +2,44 @@
 
 A subscriber that reads nothing but the engine's events (BalanceUpdated,
 PositionUpdated, AccountConfigUpdated, InsuranceFundUpdated,
-LiquidationRecorded, …) rebuilds, after a random session, every account's spot
-and futures wallets, isolated margins, positions (qty, cost, realised PnL,
-liquidation and bankruptcy price), leverage, margin and position modes and fee
-tiers, the fee income, and the insurance fund's balance; they must equal the
+LiquidationRecorded, FundingSettled, FundingPayment, …) rebuilds, after a
+random session, every account's spot and futures wallets, isolated margins,
+positions (qty, cost, realised PnL, liquidation and bankruptcy price, the
+auto-margin-addition flag), leverage, margin and position modes and fee tiers,
+the fee income, and the insurance fund's balance; they must equal the
 engine's state. The subscriber is also given what a client knows from the
 exchange's configuration, not from events: each symbol's settlement asset
 (PositionUpdated.wallet_balance does not name its asset) and the insurance
 fund's opening balance (configuration; no event announces it).
 
+Funding: a FundingPayment carries the balance it was paid from or to (the
+futures wallet of a cross position, the isolated margin of an isolated one);
+an isolated position also gets a PositionUpdated FUNDING_FEE; the
+FundingSettled remainder (payers round up, receivers down) is fee income
+(mechanics.md §1.3). Auto margin addition: AccountConfigUpdated carries
+`position_side` and that position's own flag (symbol "": an account-wide
+change, no flag).
+
 It also checks that the stream explains itself: each BalanceUpdated and
-InsuranceFundUpdated follows from the previous balance plus its delta, and
-each fill's PositionUpdated moves wallet + isolated margin by exactly the
-realised PnL minus the fee it reports. A loss beyond a margin that the
-insurance fund carries in an ordinary trade (not in a liquidation) is
-reported by no event: see test_shortfall_in_a_trade_is_evented (xfail).
+InsuranceFundUpdated follows from the previous balance plus its delta, each
+FundingPayment from the previous balance plus its amount, and each fill's
+PositionUpdated moves wallet + isolated margin by exactly the realised PnL
+minus the fee it reports (but for a loss beyond a margin that the insurance
+fund carried: test_every_fill_explains_the_money_it_moved).
 
 The sessions are the random sessions of test_margin_property (five accounts,
 two symbols, every kind of command, mark moves), on the clearing engine alone
-and on the full exchange (liquidations, insurance fund, ADL).
+and on the full exchange (liquidations, insurance fund, ADL); and the same
+with an index for each symbol, the clock moved across funding times (every
+10 minutes of virtual time), index updates and auto-margin-addition switches
+(FundingSession).
 """
 
 from __future__ import annotations
 
+import functools
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,18 +47,31 @@ import pytest
 
 from exchange.assembly import build_exchange
 from exchange.clearing import FUND_ACCOUNT, Clearing
-from exchange.commands import Deposit, PlaceOrder, SetLeverage, SetMarginMode, SetMarkPrice
+from exchange.commands import (
+    AdvanceClock,
+    Deposit,
+    PlaceOrder,
+    SetAutoMarginAddition,
+    SetLeverage,
+    SetMarginMode,
+    SetMarkPrice,
+    UpdateIndex,
+)
+from exchange.engine import Engine
 from exchange.enums import MarginMode, PositionMode, PositionSide, Side, WalletKind
 from exchange.events import (
     AccountConfigUpdated,
     BalanceUpdated,
     Event,
+    FundingPayment,
+    FundingSettled,
     InsuranceFundUpdated,
     LiquidationRecorded,
     OrderRejected,
     PositionUpdated,
 )
-from tests.test_margin_property import KINDS, Session, spread
+from exchange.funding import FundingSchedule
+from tests.test_margin_property import ACCOUNTS, KINDS, START, SYMBOLS, Session, spread
 
 FUT, SPOT = WalletKind.FUTURES, WalletKind.SPOT
 USDT = "USDT"
@@ -73,7 +100,9 @@ class Rebuilt:
     position_mode: dict[int, PositionMode] = field(default_factory=dict)
     fee_tier: dict[int, tuple[int, int]] = field(default_factory=dict)
     fee_income: dict[str, int] = field(default_factory=dict)
+    auto_add: dict[tuple[int, str, PositionSide], bool] = field(default_factory=dict)  # per position
     balance_breaks: list[BalanceUpdated] = field(default_factory=list)  # balance ≠ previous + delta
+    funding_breaks: list[FundingPayment] = field(default_factory=list)  # balance ≠ previous + amount
     fund_breaks: list[InsuranceFundUpdated] = field(default_factory=list)  # the same, for the fund
     unexplained_fills: list[tuple[PositionUpdated, int]] = field(default_factory=list)  # (event, Δ − (pnl − fee))
 
@@ -113,16 +142,35 @@ class Rebuilt:
                 self.positions[(e.account, e.symbol, e.position_side)].isolated_margin = e.balance_left
             else:
                 self.wallets[(e.account, self.settlement[e.symbol], FUT)] = e.balance_left
+        elif isinstance(e, FundingPayment):
+            # the balance the payment came from or went to: the isolated margin of an isolated position, else
+            # the futures wallet (the margin mode as the events told it)
+            if self.margin_mode.get((e.account, e.symbol), MarginMode.CROSS) is MarginMode.ISOLATED:
+                pos = self.positions.setdefault((e.account, e.symbol, e.position_side), Pos())
+                before = pos.isolated_margin
+                pos.isolated_margin = e.balance
+            else:
+                key = (e.account, self.settlement[e.symbol], FUT)
+                before = self.wallets.get(key, 0)
+                self.wallets[key] = e.balance
+            if before + e.amount != e.balance:
+                self.funding_breaks.append(e)
+        elif isinstance(e, FundingSettled):
+            # payers' round-ups less receivers' round-downs: the exchange's (mechanics.md §1.3)
+            asset = self.settlement[e.symbol]
+            self.fee_income[asset] = self.fee_income.get(asset, 0) + e.remainder
         elif isinstance(e, AccountConfigUpdated):
             self.position_mode[e.account] = e.position_mode
             self.fee_tier[e.account] = (e.maker_fee_ppm, e.taker_fee_ppm)
-            if e.symbol:
+            if e.symbol:  # "" is account-wide (position mode, fee tier): no symbol settings, no flag
                 self.leverage[(e.account, e.symbol)] = e.leverage
                 self.margin_mode[(e.account, e.symbol)] = e.margin_mode
+                self.auto_add[(e.account, e.symbol, e.position_side)] = e.auto_margin_addition
 
 
-def differences(rebuilt: Rebuilt, c: Clearing, with_fund: bool) -> list[str]:
-    """Every way the rebuilt book differs from the engine's state (empty: equal)."""
+def differences(rebuilt: Rebuilt, c: Clearing, with_fund: bool, cross_prices: bool = True) -> list[str]:
+    """Every way the rebuilt book differs from the engine's state (empty: equal). `cross_prices` False: cross
+    positions' liquidation and bankruptcy prices are left out (see test_cross_prices_follow_events_across_adl)."""
     out: list[str] = []
     assets = sorted(set(rebuilt.settlement.values()))
     for acct in c.accounts.values():
@@ -137,8 +185,12 @@ def differences(rebuilt: Rebuilt, c: Clearing, with_fund: bool) -> list[str]:
             r = rebuilt.positions.get((acct.id, symbol, side), Pos())
             got = (r.qty, r.cost, r.realized_pnl, r.isolated_margin, r.liq, r.bankruptcy)
             want = (p.qty, p.cost, p.realized_pnl, p.isolated_margin, p.liq_ticks, p.bankruptcy_ticks)
+            if not cross_prices and p.settings.margin_mode is MarginMode.CROSS:
+                got, want = got[:4], want[:4]
             if got != want:
                 out.append(f"account {acct.id} {symbol} {side}: rebuilt {got}, engine {want}")
+            if rebuilt.auto_add.get((acct.id, symbol, side), False) != p.auto_add:
+                out.append(f"account {acct.id} {symbol} {side} auto margin addition: engine {p.auto_add}")
         if acct.id == FUND_ACCOUNT:
             continue
         if rebuilt.position_mode.get(acct.id, PositionMode.ONE_WAY) is not acct.position_mode:
@@ -219,6 +271,160 @@ def test_every_fill_explains_the_money_it_moved(full: bool) -> None:
         assert all(diff > 0 for _, diff in rebuilt.unexplained_fills), rebuilt.unexplained_fills
         assert sum(diff for _, diff in rebuilt.unexplained_fills) == s.clearing.shortfalls
     assert fills >= 1000
+
+
+# ---------------------------------------------------------------------------- sessions with funding and auto-add
+# A funding time every 10 minutes of virtual time (the schedule is configuration; mechanics.md §1.3 divides the
+# rate by 8/N for an N-hour interval): many funding times for few mark ticks, which are what costs wall time.
+FUNDING_INTERVAL_MS = 600_000
+EXTRA_KINDS = ["auto_add"] * 4 + ["index"] * 3 + ["clock"] * 5 + ["margin_mode"] * 3  # more isolated positions
+FUNDING_KINDS = KINDS + EXTRA_KINDS
+CLOCK_STEPS_MS = [1, 1_000, 5_000, 30_000, 120_000]
+
+
+class FundingSession(Session):
+    """test_margin_property's sessions with an index for each symbol (so the market-data model runs: marks
+    every second, premium samples, funding), plus three kinds of operation: AdvanceClock (1 ms to two minutes,
+    or to the next funding time, 1 ms before it or 1 ms after it), UpdateIndex (the session's price ± up to
+    0.5 %), and SetAutoMarginAddition on or off for a position side."""
+
+    def __init__(self, full: bool) -> None:
+        schedule = FundingSchedule(interval_ms=FUNDING_INTERVAL_MS)
+        self.engine = (build_exchange(funding_schedule=schedule) if full
+                       else Engine(clearing=Clearing(), funding_schedule=schedule))
+        assert self.engine.clearing is not None
+        self.clearing = self.engine.clearing
+        self.events = []
+        self.commands = 0
+        self.mark = dict(START)
+
+    def prelude(self) -> list[list[Event]]:
+        outs = super().prelude()
+        outs += [self.apply(UpdateIndex(symbol=sym, sources=[("venue", 1, START[sym])])) for sym in SYMBOLS]
+        return outs
+
+    def command(self, op: Any) -> Any:
+        kind_i, a, b, c = op
+        k = kind_i % len(FUNDING_KINDS)
+        if k < len(KINDS):
+            return super().command((k, a, b, c))
+        kind = FUNDING_KINDS[k]
+        if kind in KINDS:
+            return super().command((KINDS.index(kind), a, b, c))
+        account = ACCOUNTS[a % len(ACCOUNTS)]
+        symbol = SYMBOLS[b % 2]
+        if kind == "auto_add":
+            return SetAutoMarginAddition(account=account, symbol=symbol, enabled=c % 3 != 0,
+                                         position_side=self._side(account, c >> 2))
+        if kind == "index":
+            price = self.mark[symbol] * (1_000_000 + (c % 1001) * 10 - 5_000) // 1_000_000
+            return UpdateIndex(symbol=symbol, sources=[("venue", 1, price)])
+        now = self.engine.clock.now
+        choice = c % 8
+        if choice < len(CLOCK_STEPS_MS):
+            return AdvanceClock(ts=now + CLOCK_STEPS_MS[choice])
+        nxt = now - now % FUNDING_INTERVAL_MS + FUNDING_INTERVAL_MS
+        return AdvanceClock(ts=max(now, nxt + (choice - 6)))  # 1 ms before, at, or 1 ms after it
+
+
+@functools.cache
+def funding_session(full: bool, seed: int, ops: int) -> FundingSession:
+    """One session per (engine, seed), built once for the tests below (they only read it)."""
+    rng = random.Random(seed)
+    s = FundingSession(full)
+    s.prelude()
+    for _ in range(ops):
+        s.step(spread(rng.randrange(len(FUNDING_KINDS)), rng.randrange(2**32)))
+    return s
+
+
+FUNDING_SEEDS = range(8)
+FUNDING_OPS = 400
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["clearing", "full_exchange"])
+def test_rebuild_through_funding_and_auto_add(full: bool) -> None:
+    """Sessions that cross funding times: the rebuilt accounts (FundingPayment's balance to the wallet or the
+    isolated margin, PositionUpdated FUNDING_FEE for isolated positions, FundingSettled's remainder to fee
+    income) and every position's auto-margin-addition flag (AccountConfigUpdated, one per position side) equal
+    the engine's; the full exchange's insurance fund too. On the full exchange the cross positions'
+    liquidation and bankruptcy prices are left out here: the ADL quantile publication rewrites them without an
+    event (test_cross_prices_follow_events_across_adl, xfail)."""
+    counts: Counter[str] = Counter()
+    for seed in FUNDING_SEEDS:
+        s = funding_session(full, seed, FUNDING_OPS)
+        rebuilt = Rebuilt(settlement_of(s))
+        for e in s.events:
+            rebuilt.apply(e)
+        assert differences(rebuilt, s.clearing, with_fund=full, cross_prices=not full) == [], seed
+        assert rebuilt.balance_breaks == [] and rebuilt.fund_breaks == [], seed
+        counts["fundings"] += sum(1 for e in s.events if isinstance(e, FundingSettled))
+        counts["payments"] += sum(1 for e in s.events if isinstance(e, FundingPayment))
+        counts["isolated_funding_updates"] += sum(1 for e in s.events if isinstance(e, PositionUpdated)
+                                                  and e.reason == "FUNDING_FEE")
+        counts["remainder"] += sum(e.remainder for e in s.events if isinstance(e, FundingSettled))
+        counts["auto_add_on"] += sum(1 for e in s.events if isinstance(e, AccountConfigUpdated)
+                                     and e.auto_margin_addition)
+        counts["auto_add_positions"] += sum(1 for p in s.clearing.all_positions() if p.auto_add)
+        counts["trades"] += sum(1 for e in s.events if type(e).__name__ == "Trade")
+    # funding did happen, to cross and to isolated positions, with rounding left over; flags were set
+    assert counts["fundings"] >= 40 and counts["payments"] >= 150, counts
+    assert counts["isolated_funding_updates"] > 0 and counts["remainder"] > 0, counts
+    assert counts["auto_add_on"] > 0 and counts["auto_add_positions"] > 0, counts
+    assert counts["trades"] >= 100, counts
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Liquidator.publish_quantiles (liquidation/process.py, every adl_interval_ms on AdvanceClock) calls "
+    "Clearing.refresh_prices on every open position to rank it, which rewrites the stored liquidation and "
+    "bankruptcy prices of cross positions (they move with the other symbols' marks) without a PositionUpdated: "
+    "a subscriber cannot follow Position.liq_ticks/bankruptcy_ticks from the events"))
+def test_cross_prices_follow_events_across_adl() -> None:
+    """The full exchange's funding sessions, cross liquidation and bankruptcy prices included."""
+    for seed in FUNDING_SEEDS:
+        s = funding_session(True, seed, FUNDING_OPS)
+        rebuilt = Rebuilt(settlement_of(s))
+        for e in s.events:
+            rebuilt.apply(e)
+        assert differences(rebuilt, s.clearing, with_fund=True) == [], seed
+
+
+def _funding_breaks(full: bool) -> list[tuple[FundingPayment, bool]]:
+    """Every FundingPayment whose balance is not the previous balance plus its amount, over the funding
+    sessions, with whether it is a leg of a hedge account's cross pair in its symbol (another leg of the same
+    account and symbol funded at the same time)."""
+    out = []
+    for seed in FUNDING_SEEDS:
+        s = funding_session(full, seed, FUNDING_OPS)
+        rebuilt = Rebuilt(settlement_of(s))
+        for e in s.events:
+            rebuilt.apply(e)
+        legs = Counter((e.account, e.symbol, e.funding_time) for e in s.events if isinstance(e, FundingPayment))
+        for e in rebuilt.funding_breaks:
+            paired = legs[(e.account, e.symbol, e.funding_time)] > 1
+            out.append((e, paired and rebuilt.margin_mode.get((e.account, e.symbol)) is MarginMode.CROSS))
+    return out
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["clearing", "full_exchange"])
+def test_funding_payments_explain_their_balance_but_for_hedge_cross_pairs(full: bool) -> None:
+    """Each FundingPayment's balance is the previous balance (as the events told it) plus its amount, but for
+    the second leg of a hedge account's cross LONG and SHORT in one symbol (the bug of
+    test_every_funding_payment_explains_its_balance)."""
+    assert [e for e, hedge_cross_pair in _funding_breaks(full) if not hedge_cross_pair] == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: Clearing.settle_funding reads each position's balance before applying any payment, then assigns "
+    "balance-before + amount: a hedge account's cross LONG and SHORT in one symbol share one futures wallet, so "
+    "the second leg's assignment overwrites the first leg's payment (FundingPayment.balance is not previous + "
+    "amount, and money is created or destroyed: seed 4 loses 0.32152066 USDT)"))
+@pytest.mark.parametrize("full", [False, True], ids=["clearing", "full_exchange"])
+def test_every_funding_payment_explains_its_balance(full: bool) -> None:
+    assert _funding_breaks(full) == []
+    for seed in FUNDING_SEEDS:
+        c = funding_session(full, seed, FUNDING_OPS).clearing
+        assert c.held(USDT) == c.treasury.deposits[USDT], seed
 
 
 # ---------------------------------------------------------------------------- a loss beyond the margin in a trade

@@ -49,14 +49,14 @@ from exchange.venue import ENTRY_NOTIONAL
 from liquidation.monitor import Verdict
 from tests.scenario_kit import BTC, BUY, ETH, SELL, USDT, Scenario, of_type, usdt
 
-# The spec lives beside the repository (shared/spec), as in CI (same convention as test_margin_examples.py).
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+# The spec's worked examples: the copy in tests/data/spec (test_margin_examples checks it against shared/spec).
+SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"
 
 
 def example(example_id: str) -> dict:
     path = SPEC_DIR / "examples.json"
     if not path.exists():
-        pytest.fail(f"examples.json not found in shared/spec beside the repository ({path.name})")
+        pytest.fail(f"examples.json not found in tests/data/spec ({path.name})")
     [ex] = [e for e in json.loads(path.read_text()) if e["id"] == example_id]
     return ex
 

@@ -71,8 +71,11 @@ from exchange.margin import maintenance_margin
 from exchange.venue import ENTRY_NOTIONAL, AutoAddRule, MaintenanceBase
 from liquidation.auto_margin import auto_add_amount
 
-# The spec lives beside the repository (shared/spec), as in CI.
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+# A byte copy of the spec's examples.json (and binance-api.md) in the repository, so that the tests do not depend
+# on a directory outside it; test_spec_copies_equal_the_shared_spec checks the copies against the spec beside the
+# repository (../shared/spec) where there is one.
+SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"
+SHARED_SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 BTC, ETH = "BTCUSDT", "ETHUSDT"
 USDT = "USDT"
 BOTH, LONG, SHORT = PositionSide.BOTH, PositionSide.LONG, PositionSide.SHORT
@@ -81,7 +84,7 @@ BOTH, LONG, SHORT = PositionSide.BOTH, PositionSide.LONG, PositionSide.SHORT
 def _load_examples() -> dict[str, dict[str, Any]]:
     path = SPEC_DIR / "examples.json"
     if not path.exists():
-        pytest.fail(f"examples.json not found in shared/spec beside the repository ({path.name})")
+        pytest.fail(f"examples.json not found: {path}")
     return {e["id"]: e for e in json.loads(path.read_text())}
 
 
@@ -169,6 +172,48 @@ def console_script() -> list[str]:
     found = shutil.which("exchange")
     assert found, "the `exchange` console script is not installed"
     return [found]
+
+
+# ============================================================================ the spec's copies and the ETH table
+@pytest.mark.parametrize("name", ["examples.json", "binance-api.md"])
+def test_spec_copies_equal_the_shared_spec(name: str) -> None:
+    shared = SHARED_SPEC_DIR / name
+    if not shared.exists():
+        pytest.skip(f"no shared spec beside the repository ({shared}): nothing to compare the copy with")
+    assert (SPEC_DIR / name).read_bytes() == shared.read_bytes(), f"tests/data/spec/{name} differs from {shared}"
+
+
+# mechanics.md Part 1, "Brackets and maintenance margin": the default ETHUSDT table (floor–cap USDT, max
+# leverage, MMR, cum), written here as the spec gives it.
+ETHUSDT_SPEC = [
+    (0, 300_000, 150, "0.0040", 0),
+    (300_000, 800_000, 100, "0.0050", 300),
+    (800_000, 3_000_000, 75, "0.0065", 1_500),
+    (3_000_000, 12_000_000, 50, "0.0100", 12_000),
+    (12_000_000, 50_000_000, 25, "0.0200", 132_000),
+    (50_000_000, 65_000_000, 20, "0.0250", 382_000),
+    (65_000_000, 150_000_000, 10, "0.0500", 2_007_000),
+    (150_000_000, 320_000_000, 5, "0.1000", 9_507_000),
+    (320_000_000, 400_000_000, 4, "0.1250", 17_507_000),
+    (400_000_000, 530_000_000, 3, "0.1500", 27_507_000),
+    (530_000_000, 800_000_000, 2, "0.2500", 80_507_000),
+    (800_000_000, 1_200_000_000, 1, "0.5000", 280_507_000),
+]
+
+
+def test_default_ethusdt_brackets_are_the_spec_table() -> None:
+    engine = build_exchange()
+    for table in (default_table(ETH), engine.clearing.brackets(ETH)):
+        atom = F("0.00000001")  # USDT's money atom (1e-8)
+        got = [(F(b.floor) * atom, F(b.cap) * atom, b.max_leverage, Fraction(b.mmr, PPM), F(b.cum) * atom)
+               for b in table.brackets]
+        assert got == [(F(f), F(c), lev, F(mmr), F(cum)) for f, c, lev, mmr, cum in ETHUSDT_SPEC]
+        assert [b.number for b in table.brackets] == list(range(1, 13))
+    # the spec's cum column agrees with its own recursion cum_n = floor_n × (MMR_n − MMR_{n−1}) + cum_{n−1}
+    cum = F(0)
+    for (floor, _, _, mmr, want), prev in zip(ETHUSDT_SPEC[1:], ETHUSDT_SPEC, strict=False):
+        cum += F(floor) * (F(mmr) - F(prev[3]))
+        assert cum == F(want), floor
 
 
 # ============================================================================ liq_price_cross

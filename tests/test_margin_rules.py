@@ -46,7 +46,7 @@ from exchange.events import BalanceUpdated, Event, OrderCanceled, OrderRejected,
 from exchange.instrument import btcusdt
 from exchange.margin import isolated_reduce
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"  # the copy of shared/spec (see test_margin_examples)
 BTC, ETH, USDT = "BTCUSDT", "ETHUSDT", "USDT"
 BOTH, LONG, SHORT = PositionSide.BOTH, PositionSide.LONG, PositionSide.SHORT
 BUY, SELL = Side.BUY, Side.SELL
