@@ -547,9 +547,16 @@ class Clearing:
 
         Payers' amounts round up and receivers' down (`funding_payments`); the
         remainder goes to fee income. A payer pays from its futures wallet
-        (cross) or isolated margin (isolated); what it cannot pay the insurance
-        fund pays for it, so receivers are paid in full and no balance goes
-        below zero. Every position gets a FundingPayment event.
+        (cross) or isolated margin (isolated), at most what that balance held
+        before this settlement; what it cannot pay (the shortfall) the
+        insurance fund pays, down to zero ("Nobody owes money"; the fund is
+        never negative). What the fund cannot carry either is `socialized`: cut
+        from the receivers pro rata, each cut rounded up (paid out, rounded
+        down), the rounding to fee income. So
+        paid = received + remainder + socialized, to the atom.
+        Two positions may share one balance (a hedge account's cross LONG and
+        SHORT): every change is applied in turn to the running balance. Every
+        position gets a FundingPayment event with its balance after it.
         """
         ins = m.instrument
         symbol = ins.symbol
@@ -558,38 +565,53 @@ class Clearing:
         positions = [p for _, p in sorted(self.open_positions.get(symbol, {}).items(),
                                           key=lambda kv: (kv[0][0], kv[0][1].value))]
         settlement = funding_payments([p.qty for p in positions], mark, rate, ins.atoms_per_tick_lot)
-        # first what each pays or gets (a payer pays at most its balance), then the summary, then the payments
-        plan: list[tuple[Position, int, int]] = []  # (position, amount applied, balance after)
-        paid = received = shortfall = 0
-        for pos, amount in zip(positions, settlement.payments, strict=True):
-            acct = self.accounts[pos.account]
-            balance = pos.isolated_margin if pos.settings.margin_mode is _ISOLATED else acct.wallet.get(asset, 0)
-            if amount < 0:
-                paid -= amount
-                short = max(0, -amount - max(balance, 0))
-                shortfall += short
-                amount += short
-            else:
+        # what each payer can pay: at most what its balance held before the settlement (shared balances in turn)
+        room: dict[tuple[int, PositionSide | None], int] = {}
+        applied = list(settlement.payments)
+        paid = received = short_total = 0
+        for n, (pos, amount) in enumerate(zip(positions, settlement.payments, strict=True)):
+            if amount >= 0:
                 received += amount
-            plan.append((pos, amount, balance + amount))
+                continue
+            paid -= amount
+            key = self._funding_balance_key(pos)
+            left = room.get(key)
+            if left is None:
+                left = max(0, self._funding_balance(pos, asset))
+            take = min(-amount, left)
+            room[key] = left - take
+            short_total += -amount - take
+            applied[n] = -take
+        fund_wallet = self.fund_account().wallet
+        fund_own = sum(a for p, a in zip(positions, applied, strict=True) if p.account == FUND_ACCOUNT and a < 0)
+        carried = min(short_total, max(0, fund_wallet.get(asset, 0) + fund_own))
+        socialized = short_total - carried
+        if socialized:
+            cut = min(socialized, received)
+            for n, amount in enumerate(settlement.payments):
+                if amount > 0:
+                    applied[n] = amount - min(amount, -(-cut * amount // received))  # the cut rounds up
+        received = sum(a for a in applied if a > 0)
+        remainder = paid - short_total + carried - received  # collected + the fund's part − paid out
         seq, sseq, ts = self._stamp(m)
         summary = FundingSettled(seq, sseq, ts, symbol, funding_time, rate, mark, len(positions), paid, received,
-                                 settlement.remainder, shortfall)
+                                 remainder, carried, socialized)
         out.append(summary)
-        for pos, amount, balance in plan:
+        for pos, amount in zip(positions, applied, strict=True):
             acct = self.accounts[pos.account]
             if pos.settings.margin_mode is _ISOLATED:
-                pos.isolated_margin = balance
+                pos.isolated_margin += amount
+                balance = pos.isolated_margin
             else:
-                acct.wallet[asset] = balance
+                balance = acct.wallet[asset] = acct.wallet.get(asset, 0) + amount
             self.touched.add(acct.id)
             seq, sseq, ts = self._stamp(m)
             out.append(FundingPayment(seq, sseq, ts, symbol, acct.id, pos.position_side, pos.qty, amount, balance,
                                       funding_time))
-        self.treasury.credit(self.treasury.fee_income, asset, settlement.remainder)
-        if shortfall:
-            self.treasury.credit(self.fund_account().wallet, asset, -shortfall)
-            self.fund_event(out, m, asset, -shortfall, "FUNDING_SHORTFALL")
+        self.treasury.credit(self.treasury.fee_income, asset, remainder)
+        if carried:
+            self.treasury.credit(fund_wallet, asset, -carried)
+            self.fund_event(out, m, asset, -carried, "FUNDING_SHORTFALL")
         for acct_id in sorted({p.account for p in positions}):
             acct = self.accounts[acct_id]
             for pos in acct.positions.values():
@@ -599,6 +621,16 @@ class Clearing:
                     self._position_event(out, pos, PositionReason.FUNDING_FEE)
             self.refresh_cross(out, acct, asset)
         return summary
+
+    @staticmethod
+    def _funding_balance_key(pos: Position) -> tuple[int, PositionSide | None]:
+        """Which balance a position's funding moves: its isolated margin, or its account's futures wallet."""
+        return (pos.account, pos.position_side) if pos.settings.margin_mode is _ISOLATED else (pos.account, None)
+
+    def _funding_balance(self, pos: Position, asset: str) -> int:
+        if pos.settings.margin_mode is _ISOLATED:
+            return pos.isolated_margin
+        return self.accounts[pos.account].wallet.get(asset, 0)
 
     # ------------------------------------------------------------ account commands
     def _known_asset(self, asset: object) -> bool:

@@ -150,8 +150,9 @@ class FundingSettled(Event, tag=True):
     positions: int
     paid: int  # Σ paid by payers, atoms (≥ 0)
     received: int  # Σ received by receivers (≥ 0)
-    remainder: int  # paid − received: to fee income, never lost or created
+    remainder: int  # paid − received − socialized: to fee income, never lost or created
     shortfall: int  # what payers could not pay, carried by the insurance fund
+    socialized: int = 0  # what payers could not pay and the fund could not carry: cut from the receivers
 
 
 class FundingPayment(Event, tag=True):

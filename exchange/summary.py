@@ -34,8 +34,11 @@ Figures (`asset`, USDT by default, is the settlement asset reported):
   It equals ``deposits_total − withdrawals_total`` to the atom
   (``conserved``), see `balances_total`.
 * ``funding_paid`` / ``funding_received`` / ``funding_remainder`` /
-  ``funding_shortfall``: Σ over `FundingSettled`; paid = received + remainder
-  to the atom (the remainder goes to fee income).
+  ``funding_shortfall`` / ``funding_socialized``: Σ over `FundingSettled`;
+  paid = received + remainder + socialized to the atom (the remainder goes to
+  fee income; the shortfall is the part of what payers could not pay that the
+  fund carried, the socialized part what it could not carry either, cut from
+  the receivers: 0 while the fund has money).
 * ``virtual_seconds``: virtual time from the first event to the last.
   ``wall_seconds``, ``events_per_sec``: as given / measured by the caller.
   ``chart``: the chart's path as given (None: none).
@@ -174,6 +177,7 @@ class RunSummary:
         self.funding_received = 0
         self.funding_remainder = 0
         self.funding_shortfall = 0
+        self.funding_socialized = 0
         self.first_ts: int | None = None
         self.last_ts = 0
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -248,6 +252,7 @@ class RunSummary:
         self.funding_received += ev.received
         self.funding_remainder += ev.remainder
         self.funding_shortfall += ev.shortfall
+        self.funding_socialized += ev.socialized
 
     def _funding_payment(self, ev: FundingPayment) -> None:
         if ev.account == FUND_ACCOUNT:
@@ -328,6 +333,7 @@ class RunSummary:
             "funding_received": money(self.funding_received),
             "funding_remainder": money(self.funding_remainder),
             "funding_shortfall": money(self.funding_shortfall),
+            "funding_socialized": money(self.funding_socialized),
             "virtual_seconds": span_ms / 1000,
             "wall_seconds": round(wall, 3),
             "events_per_sec": round(events / wall, 1) if wall > 0 else 0.0,
@@ -374,6 +380,7 @@ _LABELS: dict[str, str] = {
     "funding_received": "funding received",
     "funding_remainder": "funding remainder (to fees)",
     "funding_shortfall": "funding shortfall (fund)",
+    "funding_socialized": "funding socialized (cut)",
     "virtual_seconds": "virtual time (s)",
     "wall_seconds": "wall time (s)",
     "events_per_sec": "events / s",
@@ -383,6 +390,7 @@ _LABELS: dict[str, str] = {
 _MONEY_KEYS = frozenset({
     "insurance_fund_start", "insurance_fund_min", "insurance_fund_end", "deposits_total", "withdrawals_total",
     "balances_total", "funding_paid", "funding_received", "funding_remainder", "funding_shortfall",
+    "funding_socialized",
 })
 
 

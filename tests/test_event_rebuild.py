@@ -414,11 +414,6 @@ def test_funding_payments_explain_their_balance_but_for_hedge_cross_pairs(full: 
     assert [e for e, hedge_cross_pair in _funding_breaks(full) if not hedge_cross_pair] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Clearing.settle_funding reads each position's balance before applying any payment, then assigns "
-    "balance-before + amount: a hedge account's cross LONG and SHORT in one symbol share one futures wallet, so "
-    "the second leg's assignment overwrites the first leg's payment (FundingPayment.balance is not previous + "
-    "amount, and money is created or destroyed: seed 4 loses 0.32152066 USDT)"))
 @pytest.mark.parametrize("full", [False, True], ids=["clearing", "full_exchange"])
 def test_every_funding_payment_explains_its_balance(full: bool) -> None:
     assert _funding_breaks(full) == []

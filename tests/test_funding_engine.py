@@ -12,8 +12,6 @@ can hold: we keep "open when the clock reaches T", as Binance's
 
 from __future__ import annotations
 
-import pytest
-
 from exchange.assembly import build_exchange
 from exchange.commands import Deposit, PlaceOrder, SetPositionMode, UpdateIndex
 from exchange.enums import PositionMode, PositionSide, Side
@@ -130,11 +128,6 @@ def test_next_scheduled_events_in_order() -> None:
     assert ts == 1_000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Clearing.settle_funding reads each position's balance before applying any payment, then assigns "
-    "balance-before + amount; a hedge account's cross LONG and SHORT in one symbol share one futures wallet, so "
-    "the SHORT's assignment overwrites the LONG's payment: here the wallet ends +0.4 USDT instead of -0.4 and "
-    "0.8 USDT is created (conservation fails)"))
 def test_hedge_cross_legs_both_funded_in_one_wallet() -> None:
     engine = build_exchange()
     for account in (1, 2, 3):

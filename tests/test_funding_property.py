@@ -53,14 +53,14 @@ Checked at every FundingSettled, independently of exchange/funding.py:
   remainder is booked to fee income; every isolated position funded gets a
   PositionUpdated FUNDING_FEE with its new margin; no balance below 0.
 
-A hedge account whose cross LONG and SHORT legs in one symbol are both open
-at a funding time breaks conservation (see the xfail variant and
-tests/test_funding_engine.py::test_hedge_cross_legs_both_funded_in_one_wallet):
-the main test keeps hedge cross accounts to one leg per symbol.
+A hedge account's cross LONG and SHORT legs in one symbol share one wallet:
+the main test keeps hedge cross accounts to one leg per symbol, and a variant
+lets them hold both (see also
+tests/test_funding_engine.py::test_hedge_cross_legs_both_funded_in_one_wallet).
 
 Hand-built: a payer whose isolated margin cannot pay at the capped rate, the
 insurance fund paying the rest (FUNDING_SHORTFALL), and the same with an
-empty fund (xfail: the fund goes negative).
+empty fund (the receivers are cut: `socialized`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -528,11 +527,6 @@ def test_funding_invariants_default_8_hour_schedule() -> None:
     assert stats["payments"] >= 20, stats
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Clearing.settle_funding reads every position's balance before applying any payment and then assigns "
-    "balance-before + amount; a hedge account with a cross LONG and a cross SHORT in one symbol has one wallet, "
-    "so the second leg's assignment overwrites the first's payment (money created or destroyed: conservation "
-    "fails, FundingPayment.balance wrong)"))
 def test_funding_invariants_hedge_cross_both_legs() -> None:
     """The same sessions, hedge cross accounts free to hold both legs (account 1 always does)."""
     session_test([1], max_examples=3, min_intervals=2, max_intervals=2, both_legs=True, stats=Counter())
@@ -597,16 +591,22 @@ def test_a_payer_whose_isolated_margin_cannot_pay_is_paid_for_by_the_insurance_f
     assert c.treasury.insurance[USDT] == 1_000 * U - 666_666_666
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Clearing.settle_funding charges a funding shortfall to the insurance fund even when the fund cannot "
-    "carry it: with an empty fund, the fund's balance becomes -6.66666666 USDT (mechanics.md Part 1 'Insurance "
-    "fund': 'Never negative')"))
 def test_a_funding_shortfall_never_makes_the_insurance_fund_negative() -> None:
-    engine, events, _ = _isolated_payer_at_the_cap(0)
+    """An empty fund carries nothing (mechanics.md Part 1 "Insurance fund": never negative): the 6.66666666 the
+    payer could not pay is cut from the receiver (the only one: all of it), who gets 60 − 6.66666666 =
+    53.33333334, exactly what the payer paid; paid = received + remainder + socialized."""
+    engine, events, wallets = _isolated_payer_at_the_cap(0)
     c = engine.clearing
     assert c.held(USDT) == c.treasury.deposits[USDT]
     assert [e.balance for e in events if isinstance(e, InsuranceFundUpdated) and e.balance < 0] == []
     assert c.treasury.insurance.get(USDT, 0) >= 0
+    (settled,) = [e for e in events if isinstance(e, FundingSettled)]
+    assert (settled.paid, settled.shortfall, settled.socialized) == (60 * U, 0, 666_666_666)
+    assert (settled.received, settled.remainder) == (5_333_333_334, 0)
+    assert settled.paid == settled.received + settled.remainder + settled.socialized
+    pay = {e.account: (e.amount, e.balance) for e in events if isinstance(e, FundingPayment)}
+    assert pay == {1: (-5_333_333_334, 0), 2: (5_333_333_334, wallets[2] + 5_333_333_334)}
+    assert not [e for e in events if isinstance(e, InsuranceFundUpdated) and e.cause == "FUNDING_SHORTFALL"]
 
 
 def test_testkit_clock_reaches_the_funding_time_of_the_run() -> None:

@@ -255,7 +255,7 @@ def test_render_table_aligns_the_figures() -> None:
     by_label = {ln[:40].rstrip(): ln for ln in lines}
     assert any(label.startswith("trades") and line.rstrip().endswith(" 10") for label, line in by_label.items())
     money = [ln for ln in lines if ln.endswith(" USDT")]
-    assert len(money) == 10
+    assert len(money) == 11  # the money figures of SUMMARY_LABELS: fund ×3, deposits, withdrawals, balances, funding ×5
     assert len({ln.rindex(".") for ln in money}) == 1  # decimal points in one column
     assert "20,796.23250000 USDT" in text
 
