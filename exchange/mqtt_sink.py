@@ -35,12 +35,15 @@ Delivery. At QoS 1 a message stays in the outbox until the broker has
 acknowledged it. When the connection drops (broker restart, network), the
 publisher reconnects with exponential back-off (`reconnect_min` doubling up
 to `reconnect_max`), puts the unacknowledged messages back at the head of the
-outbox in their original order, resends them, and logs how long it was down
-and how many messages and events it held. Nothing is lost; a message the
-broker had received just before the drop may arrive twice, with the same
-topic_seq (QoS 1 is at least once): subscribers skip a topic_seq they have
-already seen. At QoS 0 a message counts as sent once written to the socket;
-what the broker had not forwarded when it went down is lost (as QoS 0 says).
+outbox in their original order, resends them, and logs the loss (its reason
+and what it holds) and, once back, how long it was down and how many messages
+and events it held. Nothing the broker had not acknowledged is lost; a
+message the broker had received just before the drop may arrive twice, with
+the same topic_seq (QoS 1 is at least once): subscribers skip a topic_seq
+they have already seen. What the broker had acknowledged is its own to keep
+(a broker that dies before delivering or saving it loses it). At QoS 0 a
+message counts as sent once written to the socket; what the broker had not
+forwarded when it went down is lost (as QoS 0 says).
 
 Bounds. The outbox holds at most `buffer_events` event copies (an event on
 three topics counts three); when it is full the Publisher stops taking input,
@@ -75,6 +78,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from array import array
@@ -147,6 +151,22 @@ class _Ack:
             self.fut.set_result(None)
 
 
+class _ClientLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiomqtt's and paho's logger (`mqtt`, as by default) but for a socket error ("failed to receive on
+    socket: [Errno 104] Connection reset by peer"): that one is the reason the connection was lost, which the
+    sink says in its own line, so it is kept as `last_error` and logged at DEBUG only."""
+
+    last_error: str | None = None
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR and isinstance(msg, str) and msg.startswith("failed to "):
+            with contextlib.suppress(Exception):
+                self.last_error = (msg % args if args else msg).split(": ", 1)[-1]
+            level = logging.DEBUG
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)
+
+
 class AiomqttClient:
     """aiomqtt 2.x: its connection (connect, reading, keep-alive, disconnect). Publishing takes aiomqtt's own
     path minus its per-message coroutine and task (`fast`, the default; `fast=False`: a task awaiting
@@ -156,19 +176,52 @@ class AiomqttClient:
                  keepalive: int = 30, timeout: float = 10.0, fast: bool = True) -> None:
         import aiomqtt
 
+        self._log = _ClientLog(logging.getLogger("mqtt"), {})
         self._client = aiomqtt.Client(
             host, port, identifier=client_id, max_inflight_messages=max_inflight, keepalive=keepalive,
-            timeout=timeout, clean_session=True,
+            timeout=timeout, clean_session=True, logger=self._log,  # type: ignore[arg-type]
         )
         self._client.pending_calls_threshold = 1 << 30  # it would log a warning per publish beyond 10 in flight
         # aiomqtt 2.x internals used by the fast path (else: its public `publish`, a task per message)
         self._paho = getattr(self._client, "_client", None)
         self._acks = getattr(self._client, "_pending_publishes", None)
         self._fast = fast and self._paho is not None and isinstance(self._acks, dict)
+        self._entered = False  # aiomqtt's __aenter__ completed: there is a session to disconnect
 
     async def connect(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._client.__aenter__()
+        self._entered = True
+        if self._paho is not None:
+            self._thread = threading.get_ident()
+            self._aiomqtt_register_write = self._paho.on_socket_register_write
+            self._paho.on_socket_register_write = self._register_write
+
+    @property
+    def last_error(self) -> str | None:
+        """The socket error that ended the connection, if paho saw one."""
+        return self._log.last_error
+
+    def _register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        """paho has bytes to write: watch its socket. aiomqtt defers this with call_soon_threadsafe (paho may
+        call it from the thread that connects), so when the connection drops meanwhile the deferred call
+        finds the socket closed and asyncio prints a traceback (EBADF); once connected, paho calls this from
+        the loop's own thread, and the writer is added at once."""
+        if threading.get_ident() != self._thread:
+            self._aiomqtt_register_write(client, userdata, sock)
+            return
+
+        def writable() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # (as aiomqtt's callback: a broken connection)
+                lost = self._client._disconnected
+                if not lost.done():
+                    lost.set_exception(exc)
+
+        fd = sock.fileno()
+        if fd >= 0:
+            self._loop.add_writer(fd, writable)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Awaitable[None]:
         if self._fast:
@@ -193,6 +246,16 @@ class AiomqttClient:
         return self._client._disconnected
 
     async def close(self) -> None:
+        if not self._entered:
+            # never connected (refused, or no CONNACK in time): aiomqtt's __aexit__ would send a DISCONNECT on
+            # no connection and log "Could not gracefully disconnect: 4" (at every failed reconnection
+            # attempt); close the socket, if one was opened, and that is all
+            with contextlib.suppress(Exception):
+                sock_close = getattr(self._paho, "_sock_close", None)
+                if sock_close is not None:
+                    sock_close()
+            return
+        self._entered = False
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(self._client.__aexit__(None, None, None), 5.0)
 
@@ -394,7 +457,9 @@ class Publisher:
             await asyncio.wait_for(client.connect(), self.cfg.connect_timeout)
         except Exception as exc:
             await client.close()
-            raise ConnectionError(f"cannot connect to MQTT broker {self.cfg.url}: {exc}") from exc
+            why = str(exc) or (f"no answer within {self.cfg.connect_timeout:g} s" if isinstance(exc, TimeoutError)
+                               else type(exc).__name__)
+            raise ConnectionError(f"cannot connect to MQTT broker {self.cfg.url}: {why}") from exc
         self.connected = True
         log.info("mqtt: connected to %s (qos %d, %s mode, prefix %r, %s)", self.cfg.url, self.cfg.qos,
                  self.cfg.mode, self.cfg.prefix, self.codec.format)
@@ -668,7 +733,7 @@ class Publisher:
         while True:
             if lost.done() or self._conn_error is not None:
                 err = self._conn_error or (lost.exception() if not lost.cancelled() else None)
-                raise _Lost(str(err or "disconnected"))
+                raise _Lost(getattr(client, "last_error", None) or str(err or "disconnected"))
             while outbox and len(inflight) < max_inflight:
                 msg = outbox.popleft()
                 self._next_id += 1
