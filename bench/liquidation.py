@@ -1,7 +1,7 @@
 """Liquidation engine: the cost of a mark-price tick over N open positions, and of a liquidation cascade.
 
     python -m bench.liquidation [--json] [--sizes 10000,100000,1000000] [--ticks 2000] [--rounds 5]
-                                [--cascade 10000] [--seed 1] [--full-1pct-up-to N]
+                                [--cascade 10000] [--seed 1] [--full-1pct-up-to N] [--no-adl-costs]
 
 For each N: N accounts each hold one cross long of 0.002 BTC opened at 80,000 (a real PlaceOrder
 taking one big counterparty's resting ask, after a Deposit), 20x, with wallets drawn so that the
@@ -14,9 +14,16 @@ fragile (wallet 8.05 USDT for 8 USDT of initial margin: LP 76,280.1, margin call
   Target (the issue): under 100 µs, and flat (within 2×) from 10,000 to 1,000,000 positions.
 * tick, 1% liquidatable: one tick from 80,000 to 76,000 over the same book, which liquidates exactly
   the fragile 1% (each sells its 0.002 BTC into a market maker's bid at 76,000, above its bankruptcy
-  price 75,975). For N above `--full-1pct-up-to` (default 100,000) the full tick would take many
-  minutes (each liquidation costs O(N), see below), so a tick that liquidates a 1-in-10,000 subset
-  of the same book is timed instead and the per-liquidation figure reported with it.
+  price 75,975). For N above `--full-1pct-up-to` (default 1,000,000: every size in full) a tick that
+  liquidates a 1-in-10,000 subset of the same book is timed instead.
+* ADL and quantile costs (unless `--no-adl-costs`), on the same book before the crash tick, by
+  calling the liquidator's own methods: `Liquidator._deleverage` for the counterparty's short with
+  nothing left to cover, once right after a new mark update (`adl_first_ms`: ranks the N longs —
+  `refresh_prices` of each, then exact `Fraction` scores, sorted — then filters the ranked list) and
+  once more within the same update (`adl_next_ms`: the ranking is cached; what is left is the filter of
+  the ranked list that every ADL'd liquidation pays); and `Liquidator.publish_quantiles`
+  (`quantiles_ms`: both sides ranked, every `adl_interval_ms` of virtual time, 30 s by default).
+  Nothing is deleveraged in this bench's crash (the book absorbs every liquidation).
 * cascade: a fresh book of 2 × `--cascade` positions of which half are fragile; one crash tick
   liquidates all of those; the time per liquidation.
 
@@ -24,15 +31,15 @@ Build path (measured separately, `setup_seconds`). Positions are opened through 
 Deposit, then a PlaceOrder IOC buy against the counterparty's ask, through matching and clearing —
 but with the liquidation engine detached during the build, and every account indexed once
 afterwards (`RiskMonitor.reindex` per risk unit, then the brute-force verdict of every unit, which
-must be SAFE). With the liquidation engine attached, every fill re-indexes the two accounts it
-touched with `RiskMonitor.reindex_account`, which scans every index entry (O(N)), so building N
-positions costs O(N²) (about 335 µs per position at 10,000 and growing linearly). The two paths give
-the same index: checked at start on 1,000 positions (`setup_equivalent`).
+must be SAFE). With the liquidation engine attached the build is also linear (the monitor keeps its
+keys per account), about twice as slow per position. The two paths give the same index: checked at
+start on 1,000 positions (`setup_equivalent`).
 
 `--json` prints one object: tick_us (median µs per no-liquidation tick, keyed by N; best of the rounds,
-all in tick_round_medians_us),
-growth_10k_to_1m, tick_1pct (per N: seconds, liquidations, µs per liquidation), cascade_liquidations,
-cascade_seconds, liquidations_per_sec, setup_seconds, peak_rss_mib.
+all in tick_round_medians_us), growth_10k_to_1m, tick_1pct (per N: seconds, liquidations, µs per
+liquidation), adl_costs (per N: adl_first_ms, adl_next_ms, quantiles_ms), cascade_liquidations,
+cascade_seconds, liquidations_per_sec, cascade_us_per_liquidation, setup_seconds, peak_rss_mib, load_avg
+(the 1-minute load average at the start and at the end).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import random
 import resource
@@ -155,6 +163,34 @@ class Book:
                 raise RuntimeError(f"a quiet tick did more than move the mark: {out[:3]}")
         return out_ns[:-1]
 
+    def adl_costs(self) -> dict[str, float]:
+        """ms of the ADL entry point (first call of a mark update, then cached) and of a quantile publication."""
+        e = self.engine
+        liq = e.risk
+        c = e.clearing
+        assert liq is not None and c is not None
+        acct = c.accounts[COUNTERPARTY]
+        pos = next(p for p in acct.positions.values() if p.qty)
+        assert pos.qty < 0, "the counterparty holds the short side"
+        mark = c.reference_price(c.markets[SYMBOL])
+        out: list[Any] = []
+        clock = time.perf_counter
+        gc.collect()
+        liq._epoch += 1  # a new update: the ranking is not cached
+        t0 = clock()
+        done = liq._deleverage(out, acct, pos, 0, mark, mark, liq.next_id)
+        t1 = clock()
+        done += liq._deleverage(out, acct, pos, 0, mark, mark, liq.next_id)
+        t2 = clock()
+        assert not done and not out, (done, out[:3])
+        liq.publish_quantiles(out)
+        t3 = clock()
+        rows = sum(len(ev.quantiles) for ev in out)
+        if rows != self.n + 1:
+            raise RuntimeError(f"quantiles for {rows} positions, expected {self.n + 1}")
+        return {"adl_first_ms": round((t1 - t0) * 1e3, 2), "adl_next_ms": round((t2 - t1) * 1e3, 2),
+                "quantiles_ms": round((t3 - t2) * 1e3, 2)}
+
     def crash(self) -> tuple[float, int]:
         """One tick to 76,000: seconds, liquidations."""
         gc.collect()
@@ -172,12 +208,14 @@ def setup_equivalent(seed: int) -> bool:
 
 
 def run(sizes: list[int], ticks: int, rounds: int, cascade: int, seed: int, full_1pct_up_to: int,
-        progress: bool) -> dict[str, Any]:
+        progress: bool, adl_costs: bool = True) -> dict[str, Any]:
     def say(msg: str) -> None:
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
+    load_start = round(os.getloadavg()[0], 2)
     result: dict[str, Any] = {"setup_equivalent": setup_equivalent(seed)}
+    adl: dict[str, dict[str, float]] = {}
     tick_us: dict[str, float] = {}
     tick_p99_us: dict[str, float] = {}
     tick_rounds: dict[str, list[float]] = {}
@@ -200,6 +238,10 @@ def run(sizes: list[int], ticks: int, rounds: int, cascade: int, seed: int, full
         tick_rounds[str(n)] = [round(x, 2) for x in medians]
         say(f"N={n:,}: quiet tick median {tick_us[str(n)]} µs (rounds {tick_rounds[str(n)]}), "
             f"p99 {tick_p99_us[str(n)]} µs")
+        if adl_costs:
+            adl[str(n)] = book.adl_costs()
+            say(f"N={n:,}: ADL entry {adl[str(n)]['adl_first_ms']} ms first in an update, "
+                f"{adl[str(n)]['adl_next_ms']} ms next; quantile publication {adl[str(n)]['quantiles_ms']} ms")
         book.bid(book.fragile * QTY)
         seconds, liquidated = book.crash()
         if liquidated != book.fragile:
@@ -221,6 +263,8 @@ def run(sizes: list[int], ticks: int, rounds: int, cascade: int, seed: int, full
     if "10000" in tick_us and "1000000" in tick_us:
         result["growth_10k_to_1m"] = round(tick_us["1000000"] / tick_us["10000"], 2)
     result["tick_1pct"] = one_pct
+    if adl:
+        result["adl_costs"] = adl
     result["setup_seconds"] = setup
     if cascade:
         book = Book(2 * cascade, 2, seed)
@@ -235,6 +279,7 @@ def run(sizes: list[int], ticks: int, rounds: int, cascade: int, seed: int, full
         say(f"cascade: {liquidated:,} liquidations in {seconds:.2f} s")
         del book
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    result["load_avg"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
     result["python"] = f"{platform.python_implementation()} {platform.python_version()}"
     return result
 
@@ -250,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of quiet ticks per size (best median)")
     parser.add_argument("--cascade", type=int, default=10_000, help="liquidations in the cascade (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--full-1pct-up-to", type=int, default=100_000,
+    parser.add_argument("--no-adl-costs", action="store_true", help="skip the ADL ranking / quantile timings")
+    parser.add_argument("--full-1pct-up-to", type=int, default=1_000_000,
                         help="largest N whose 1%%-liquidatable tick is run in full (above: a 0.01%% sample)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -260,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ticks < 1 or args.rounds < 1:
         parser.error("--ticks and --rounds must be at least 1")
     result = run(sizes, args.ticks, args.rounds, args.cascade, args.seed, args.full_1pct_up_to,
-                 progress=not args.json)
+                 progress=not args.json, adl_costs=not args.no_adl_costs)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -277,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cascade: {result['cascade_liquidations']:,} liquidations (of {result['cascade_positions']:,} "
               f"positions) in {result['cascade_seconds']} s: {result['liquidations_per_sec']:,}/s, "
               f"{result['cascade_us_per_liquidation']} µs each")
-    print(f"peak RSS {result['peak_rss_mib']} MiB")
+    for n, a in result.get("adl_costs", {}).items():
+        print(f"N={int(n):>9,}: ADL entry {a['adl_first_ms']} ms (first in a mark update: ranking), "
+              f"{a['adl_next_ms']} ms (cached); quantile publication {a['quantiles_ms']} ms")
+    print(f"peak RSS {result['peak_rss_mib']} MiB; load average {result['load_avg']}")
     return 0
 
 

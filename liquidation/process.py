@@ -10,6 +10,9 @@ depends on the domain model, not on the engine.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterable
+from itertools import chain
 from typing import Protocol
 
 from adl.ranking import AdlRanking, quantiles, rank
@@ -351,12 +354,14 @@ class Liquidator:
         m = c.markets[pos.symbol]
         k = m.instrument.atoms_per_tick_lot
         long = pos.qty > 0
-        ranked = [p for p in self._ranking(pos.symbol, not long, mark, k, liq_id)
-                  if p.qty and (p.qty < 0) == long and p.account not in (acct.id, FUND_ACCOUNT)]
+        # filtered lazily, as the loop below reaches them: an ADL pays for the positions it visits, not for
+        # the whole side (the loop changes only positions it has already passed, so this is the same list)
+        ranked: Iterable[Position] = (p for p in self._ranking(pos.symbol, not long, mark, k, liq_id)
+                                      if p.qty and (p.qty < 0) == long and p.account not in (acct.id, FUND_ACCOUNT))
         fund_acct = c.accounts.get(FUND_ACCOUNT)
         fund_pos = fund_acct.positions.get((pos.symbol, PositionSide.BOTH)) if fund_acct else None
         if fund_pos is not None and fund_pos.qty and (fund_pos.qty < 0) == long:
-            ranked.append(fund_pos)  # the fund's own opposite position, last
+            ranked = chain(ranked, (fund_pos,))  # the fund's own opposite position, last
         done: list[tuple[int, int]] = []
         close_side = _SELL if long else _BUY
         for n, other in enumerate(ranked, start=1):
@@ -376,10 +381,12 @@ class Liquidator:
             qty -= take
         return done
 
-    def _ranking(self, symbol: str, long: bool, mark: int, k: int, liq_id: int) -> list[Position]:
+    def _ranking(self, symbol: str, long: bool, mark: int, k: int, liq_id: int) -> Iterable[Position]:
         """The ADL order of one symbol's longs (or shorts), ranked once per mark update and reused by every
         liquidation of that update (a cascade): O(n log n) per update, not per liquidation. Positions that a
-        liquidation of the same update closed or reduced stay in the list; the caller skips the closed ones."""
+        liquidation of the same update closed or reduced stay in the list; the caller skips the closed ones.
+        RANDOM_OFFSET: the cached account order from the liquidation's seeded start (as `rank` gives it),
+        iterated in place rather than copied, so a liquidation pays for the positions it visits."""
         key = (symbol, long)
         cached = self._rank_cache.get(key)
         if cached is None or cached[0] != (self._epoch, mark):
@@ -393,7 +400,11 @@ class Liquidator:
                 else side
             cached = self._rank_cache[key] = ((self._epoch, mark), by_score)
         if self.adl_ranking is AdlRanking.RANDOM_OFFSET:
-            return rank(cached[1], mark, k, AdlRanking.RANDOM_OFFSET, self.adl_seed ^ liq_id)
+            by_account = cached[1]  # one symbol, sorted by (account, position side): `rank`'s account order
+            if not by_account:
+                return by_account
+            start = random.Random(self.adl_seed ^ liq_id).randrange(len(by_account))  # as `rank` draws it
+            return (by_account[i] for i in chain(range(start, len(by_account)), range(start)))
         return cached[1]
 
     def _offload(self, m: Market, out: list[Event]) -> None:
