@@ -9,9 +9,11 @@ spec takes for Binance's undisclosed one):
 Longs and shorts are ranked separately, highest score first; ties by account
 id, then symbol (never by dict order). Scores are exact fractions.
 
-Alternative (dYdX v4): no ranking; iteration from a pseudo-random start offset
+Alternative (dYdX v4): no score; iteration from a pseudo-random start offset
 over the candidates in account order, seeded per liquidation, so a run stays
-deterministic.
+deterministic. The emulator's rule that a losing position is touched only
+after every profitable one (mechanics.md Part 1 "ADL") holds here too: the
+profitable candidates come first, each group in its own seeded rotation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fractions import Fraction
 from exchange.accounts import Position
 from exchange.venue import AdlRanking  # the choice is the venue profile's
 
-__all__ = ["AdlRanking", "quantiles", "rank", "score"]
+__all__ = ["AdlRanking", "profitable", "quantiles", "random_offsets", "rank", "score"]
 
 
 def score(pos: Position, mark: int, k: int) -> Fraction:
@@ -38,15 +40,26 @@ def score(pos: Position, mark: int, k: int) -> Fraction:
     return pnl_pct * eff_lev if pnl_pct > 0 else pnl_pct / eff_lev
 
 
+def profitable(pos: Position, mark: int, k: int) -> bool:
+    """Its unrealised PnL at `mark` is positive (signed: q × mark × k − cost)."""
+    return pos.qty * mark * k - pos.cost > 0
+
+
+def random_offsets(groups: Sequence[Sequence[Position]], seed: int) -> list[tuple[Sequence[Position], int]]:
+    """RANDOM_OFFSET: each group (profitable, then the rest) with its start offset, drawn in turn from one
+    generator seeded with `seed` (an empty group draws nothing)."""
+    rng = random.Random(seed)
+    return [(g, rng.randrange(len(g)) if g else 0) for g in groups]
+
+
 def rank(candidates: Sequence[Position], mark: int, k: int, method: AdlRanking = AdlRanking.PNL_LEVERAGE,
          seed: int = 0) -> list[Position]:
     """Candidates in deleveraging order (first = first to be closed)."""
     by_account = sorted(candidates, key=lambda p: (p.account, p.symbol, p.position_side.value))
     if method is AdlRanking.RANDOM_OFFSET:
-        if not by_account:
-            return []
-        start = random.Random(seed).randrange(len(by_account))
-        return by_account[start:] + by_account[:start]
+        winners = [p for p in by_account if profitable(p, mark, k)]
+        losers = [p for p in by_account if not profitable(p, mark, k)]
+        return [p for g, start in random_offsets((winners, losers), seed) for p in (*g[start:], *g[:start])]
     scored = [(score(p, mark, k), p) for p in by_account]
     scored.sort(key=lambda sp: -sp[0])  # stable: ties keep account, then symbol order
     return [p for _, p in scored]

@@ -315,6 +315,13 @@ class Clearing:
                 pos.auto_add if pos is not None else False, acct.maker_fee_ppm, acct.taker_fee_ppm, ps,
             ))
 
+    def refresh_position(self, out: list[Event], pos: Position) -> None:
+        """`refresh_prices`, published: a PositionUpdated (RISK) when the liquidation or bankruptcy price moved."""
+        before = (pos.liq_ticks, pos.bankruptcy_ticks)
+        self.refresh_prices(pos)
+        if pos.qty and (pos.liq_ticks, pos.bankruptcy_ticks) != before:
+            self._position_event(out, pos, PositionReason.RISK)
+
     def refresh_cross(self, out: list[Event], acct: Account, asset: str, skip: Position | None = None) -> None:
         """Recompute the LPs of an account's cross positions after its wallet or another position changed."""
         for pos in acct.positions.values():

@@ -188,6 +188,15 @@ class RiskMonitor:
         self._entry[key] = (symbol, long, trigger)
         self._indexed.setdefault(key[0], set()).add(key)
 
+    def multi_units(self, symbol: str) -> list[UnitKey]:
+        """The cross accounts holding `symbol` and at least one other symbol, in key order."""
+        s = self.symbols.get(symbol)
+        if s is None:
+            return []
+        # a unit in margin call sits in `called` instead of `multi`; its places say how many symbols it holds
+        called = {k for k in s.called if not k[1] and len(self._places.get(k, ())) > 1}
+        return sorted(s.multi | called)
+
     def candidates(self, symbol: str, mark: int) -> list[UnitKey]:
         """Units a mark of `symbol` may have put at or past the call threshold, in a fixed order."""
         s = self.symbols.get(symbol)

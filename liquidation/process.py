@@ -10,12 +10,11 @@ depends on the domain model, not on the engine.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from itertools import chain
-from typing import Protocol
+from typing import Any, Protocol
 
-from adl.ranking import AdlRanking, quantiles, rank
+from adl.ranking import AdlRanking, profitable, quantiles, random_offsets, rank
 from exchange.accounts import Account, Position
 from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.enums import (
@@ -100,7 +99,8 @@ class Liquidator:
         self.records: dict[int, list[LiquidationRecorded]] = {}  # account -> its liquidation records
         self._busy = False
         self._epoch = 0  # counts the updates (mark, command, tick) a cached ADL ranking is valid within
-        self._rank_cache: dict[tuple[str, bool], tuple[tuple[int, int], list[Position]]] = {}
+        # (symbol, long) -> ((epoch, mark), the ranked side; RANDOM_OFFSET: its (profitable, losing) groups)
+        self._rank_cache: dict[tuple[str, bool], tuple[tuple[int, int], Any]] = {}
 
     # ------------------------------------------------------------ triggers
     def after_command(self, out: list[Event]) -> None:
@@ -131,7 +131,13 @@ class Liquidator:
         """A new mark price: check the units it may have put at risk, then offload the fund."""
         self._epoch += 1
         mark = m.mark_price
-        for key in self.monitor.candidates(m.instrument.symbol, mark):
+        symbol = m.instrument.symbol
+        # cross accounts holding several symbols: this mark moves their other symbols' liquidation prices
+        for key in self.monitor.multi_units(symbol):
+            acct = self.clearing.accounts.get(key[0])
+            if acct is not None:
+                self.clearing.refresh_cross(out, acct, key[2])
+        for key in self.monitor.candidates(symbol, mark):
             self._check(key, out)
         self._offload(m, out)
         self._guard_fund(m, out)
@@ -356,7 +362,7 @@ class Liquidator:
         long = pos.qty > 0
         # filtered lazily, as the loop below reaches them: an ADL pays for the positions it visits, not for
         # the whole side (the loop changes only positions it has already passed, so this is the same list)
-        ranked: Iterable[Position] = (p for p in self._ranking(pos.symbol, not long, mark, k, liq_id)
+        ranked: Iterable[Position] = (p for p in self._ranking(pos.symbol, not long, mark, k, liq_id, out)
                                       if p.qty and (p.qty < 0) == long and p.account not in (acct.id, FUND_ACCOUNT))
         fund_acct = c.accounts.get(FUND_ACCOUNT)
         fund_pos = fund_acct.positions.get((pos.symbol, PositionSide.BOTH)) if fund_acct else None
@@ -381,7 +387,8 @@ class Liquidator:
             qty -= take
         return done
 
-    def _ranking(self, symbol: str, long: bool, mark: int, k: int, liq_id: int) -> Iterable[Position]:
+    def _ranking(self, symbol: str, long: bool, mark: int, k: int, liq_id: int, out: list[Event]
+                 ) -> Iterable[Position]:
         """The ADL order of one symbol's longs (or shorts), ranked once per mark update and reused by every
         liquidation of that update (a cascade): O(n log n) per update, not per liquidation. Positions that a
         liquidation of the same update closed or reduced stay in the list; the caller skips the closed ones.
@@ -395,16 +402,16 @@ class Liquidator:
                                                    key=lambda kv: (kv[0][0], kv[0][1].value))
                     if (p.qty > 0) == long and account != FUND_ACCOUNT]
             for p in side:
-                c.refresh_prices(p)
-            by_score = rank(side, mark, k, AdlRanking.PNL_LEVERAGE) if self.adl_ranking is AdlRanking.PNL_LEVERAGE \
-                else side
-            cached = self._rank_cache[key] = ((self._epoch, mark), by_score)
+                c.refresh_position(out, p)  # bankruptcy prices at this mark (published where they moved)
+            if self.adl_ranking is AdlRanking.PNL_LEVERAGE:
+                order: list[Position] | tuple[list[Position], list[Position]] = rank(side, mark, k)
+            else:  # one symbol, in (account, position side) order: `rank`'s groups, profitable first
+                order = ([p for p in side if profitable(p, mark, k)], [p for p in side if not profitable(p, mark, k)])
+            cached = self._rank_cache[key] = ((self._epoch, mark), order)
         if self.adl_ranking is AdlRanking.RANDOM_OFFSET:
-            by_account = cached[1]  # one symbol, sorted by (account, position side): `rank`'s account order
-            if not by_account:
-                return by_account
-            start = random.Random(self.adl_seed ^ liq_id).randrange(len(by_account))  # as `rank` draws it
-            return (by_account[i] for i in chain(range(start, len(by_account)), range(start)))
+            # each group from its seeded start (as `rank` draws them), walked in place, not copied
+            return (g[i] for g, start in random_offsets(cached[1], self.adl_seed ^ liq_id)
+                    for i in chain(range(start, len(g)), range(start)))
         return cached[1]
 
     def _offload(self, m: Market, out: list[Event]) -> None:
@@ -532,7 +539,7 @@ class Liquidator:
             for want_long in (True, False):
                 side = [p for p in by_symbol[symbol] if (p.qty > 0) == want_long]
                 for p in side:
-                    c.refresh_prices(p)
+                    c.refresh_position(out, p)  # current bankruptcy prices for the score, published if moved
                 for p, q in quantiles(rank(side, mark, k, self.adl_ranking, self.adl_seed)):
                     rows.append((p.account, p.position_side, q))
             rows.sort(key=lambda r: (r[0], r[1].value))

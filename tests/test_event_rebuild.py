@@ -347,9 +347,9 @@ def test_rebuild_through_funding_and_auto_add(full: bool) -> None:
     """Sessions that cross funding times: the rebuilt accounts (FundingPayment's balance to the wallet or the
     isolated margin, PositionUpdated FUNDING_FEE for isolated positions, FundingSettled's remainder to fee
     income) and every position's auto-margin-addition flag (AccountConfigUpdated, one per position side) equal
-    the engine's; the full exchange's insurance fund too. On the full exchange the cross positions'
-    liquidation and bankruptcy prices are left out here: the ADL quantile publication rewrites them without an
-    event (test_cross_prices_follow_events_across_adl, xfail)."""
+    the engine's; the full exchange's insurance fund too. Cross liquidation and bankruptcy prices are left
+    out on the clearing engine alone (no risk monitor: nothing refreshes them on a mark tick of another
+    symbol); the full exchange publishes them (test_cross_prices_follow_events_across_adl)."""
     counts: Counter[str] = Counter()
     for seed in FUNDING_SEEDS:
         s = funding_session(full, seed, FUNDING_OPS)
@@ -374,11 +374,6 @@ def test_rebuild_through_funding_and_auto_add(full: bool) -> None:
     assert counts["trades"] >= 100, counts
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Liquidator.publish_quantiles (liquidation/process.py, every adl_interval_ms on AdvanceClock) calls "
-    "Clearing.refresh_prices on every open position to rank it, which rewrites the stored liquidation and "
-    "bankruptcy prices of cross positions (they move with the other symbols' marks) without a PositionUpdated: "
-    "a subscriber cannot follow Position.liq_ticks/bankruptcy_ticks from the events"))
 def test_cross_prices_follow_events_across_adl() -> None:
     """The full exchange's funding sessions, cross liquidation and bankruptcy prices included."""
     for seed in FUNDING_SEEDS:

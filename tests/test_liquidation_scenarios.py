@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from adl.ranking import quantiles, rank, score
+from adl.ranking import AdlRanking, quantiles, rank, score
 from exchange.accounts import Position, SymbolSettings
 from exchange.commands import PlaceOrder, Withdraw
 from exchange.enums import CancelReason, MarginMode, OrderType, PositionSide, TimeInForce
@@ -241,8 +242,11 @@ def test_c_isolated_liquidation_leaves_the_cross_wallet_and_other_positions_unto
     # The cross wallet and the ETH position are exactly as they were; no event touched them.
     assert s.wallet(1) == wallet
     assert (eth.qty, eth.cost, eth.liq_ticks, eth.bankruptcy_ticks, eth.realized_pnl) == eth_before
-    assert not [e for e in of_type(events, PositionUpdated, BalanceUpdated) if e.symbol == ETH or
-                (isinstance(e, BalanceUpdated) and e.account == 1)]
+    # (account 2, the counterparty, is cross short in both symbols: the BTC mark moves its ETH liquidation
+    # price, which is published, as it must be)
+    assert not [e for e in of_type(events, PositionUpdated, BalanceUpdated) if e.account == 1 and
+                (e.symbol == ETH or isinstance(e, BalanceUpdated))]
+    assert [e.account for e in of_type(events, PositionUpdated) if e.symbol == ETH] == [2]
     assert s.risk.monitor.verdict(cross_key(1)) is Verdict.SAFE
     assert s.records(1) == [rec]
 
@@ -335,8 +339,8 @@ LONGS = {  # isolated longs, bought from the market maker
 MAKER = 100
 
 
-def cascade_market() -> Scenario:
-    s = Scenario(fund="4000")
+def cascade_market(**build_kwargs: Any) -> Scenario:
+    s = Scenario(fund="4000", **build_kwargs)
     s.deposit(MAKER, "10000000")
     for account, (lev, _, _) in {**SHORTS, **LONGS}.items():
         s.deposit(account, "20000")
@@ -877,3 +881,46 @@ def test_fund_history_query_filters_by_cause_liquidation_and_time() -> None:
     last_ts = everything[-1].ts
     assert fund.query(until=last_ts) == [e for e in everything if e.ts < last_ts]
     assert fund.query(since=last_ts + 1) == []
+
+
+# ================================================================== the alternative ranking (RANDOM_OFFSET)
+@pytest.mark.parametrize("seed", range(8))
+def test_random_offset_adl_takes_every_profitable_short_before_the_losing_one(seed: int) -> None:
+    """dYdX-style seeded order (adl/ranking.py), with the emulator's rule (issue 5, mechanics.md Part 1 "ADL"):
+    a losing position only after every profitable one. The cascade of test_f: at 77,800 shorts 11–14 are in
+    profit (entries 79,100–81,000), 15 (entry 72,000) is losing; the 0.45 ADL'd at 77,800 comes from 11–14 only,
+    in a rotation of their account order; at 76,100 what is left of them goes before 15."""
+    s = cascade_market(adl_ranking=AdlRanking.RANDOM_OFFSET, adl_seed=seed)
+    s.mark(BTC, "78000")
+    step2 = of_type(s.mark(BTC, "77800"), AdlExecuted)
+    accounts = [e.account for e in step2]
+    assert 15 not in accounts and sum(e.qty for e in step2) == s.lots(BTC, "0.45")
+    ring = [11, 12, 13, 14]
+    start = ring.index(accounts[0])
+    assert accounts == (ring[start:] + ring[:start])[:len(accounts)]  # a rotation of the account order
+    step3 = of_type(s.mark(BTC, "76100"), AdlExecuted)
+    order = [e.account for e in step3]
+    assert sum(e.qty for e in step3) == s.lots(BTC, "0.1")
+    assert order[-1] == 15 and all(a != 15 for a in order[:-1])  # the losing short last
+    for account in ring:
+        assert s.position(account, BTC).qty == 0  # every profitable short used up before 15 was touched
+
+
+def test_random_offset_orders_differ_by_seed() -> None:
+    """Not the score in disguise: different seeds start the rotation at different accounts."""
+    firsts = set()
+    for seed in range(8):
+        s = cascade_market(adl_ranking=AdlRanking.RANDOM_OFFSET, adl_seed=seed)
+        s.mark(BTC, "78000")
+        firsts.add(of_type(s.mark(BTC, "77800"), AdlExecuted)[0].account)
+    assert len(firsts) >= 2, firsts
+
+
+def test_ranking_comes_from_the_venue_profile() -> None:
+    """VenueProfile.adl_ranking chooses the ranking; build_exchange's argument overrides it."""
+    from exchange.venue import BINANCE
+
+    profile = msgspec.structs.replace(BINANCE, name="random", adl_ranking=AdlRanking.RANDOM_OFFSET)
+    assert Scenario(profile=profile).risk.adl_ranking is AdlRanking.RANDOM_OFFSET
+    assert Scenario().risk.adl_ranking is AdlRanking.PNL_LEVERAGE
+    assert Scenario(profile=profile, adl_ranking=AdlRanking.PNL_LEVERAGE).risk.adl_ranking is AdlRanking.PNL_LEVERAGE
