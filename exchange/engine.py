@@ -162,21 +162,24 @@ class Engine:
     def apply(self, cmd: Command) -> list[Event]:
         """Apply one command; return the events it caused, in order."""
         out: list[Event] = []
-        handler = self._handlers.get(type(cmd))
-        if handler is None:
+        try:
+            handler = self._handlers[type(cmd)]
+        except KeyError:
             self._reject(out, None, 0, type(cmd).__name__, RejectReason.MALFORMED)
             return out
         self._prints_seen = 0
         handler(cmd, out)
         if self.stop_orders:
             self._run_contract_stops(out)
-        risk, clearing = self.risk, self.clearing
-        while risk is not None and clearing is not None and clearing.touched:
-            risk.after_command(out)
-            # liquidation orders print prices too: last-price stops see them, and what those stops trade is
-            # checked by the risk monitor again (each stop fires once, so this ends)
-            if not self.stop_orders or not self._run_contract_stops(out):
-                break
+        risk = self.risk
+        if risk is not None:
+            clearing = self.clearing
+            while clearing is not None and clearing.touched:
+                risk.after_command(out)
+                # liquidation orders print prices too: last-price stops see them, and what those stops trade is
+                # checked by the risk monitor again (each stop fires once, so this ends)
+                if not self.stop_orders or not self._run_contract_stops(out):
+                    break
         return out
 
     def market(self, symbol: str) -> Market:
@@ -227,38 +230,44 @@ class Engine:
         ))
 
     def _rest(self, m: Market, order: Order) -> None:
+        """Put `order` in the book and in the indexes of open orders: by id, by account, by client order id."""
         m.book.add(order)
         if self.clearing is not None:
             self.clearing.exposure_add(order, order.leaves)
-        self.orders[order.order_id] = order
-        by_acc = m.open_by_account.get(order.account)
+        oid = order.order_id
+        account = order.account
+        self.orders[oid] = order
+        by_acc = m.open_by_account.get(account)
         if by_acc is None:
-            by_acc = m.open_by_account[order.account] = {}
-        by_acc[order.order_id] = order
+            m.open_by_account[account] = {oid: order}
+        else:
+            by_acc[oid] = order
         if order.client_order_id:
-            self.client_orders[(order.account, order.client_order_id)] = order
+            self.client_orders[(account, order.client_order_id)] = order
 
     def _unindex(self, m: Market, order: Order) -> None:
         """Forget a no-longer-open order (it has already left the book)."""
-        del self.orders[order.order_id]
-        by_acc = m.open_by_account[order.account]
-        del by_acc[order.order_id]
+        oid = order.order_id
+        account = order.account
+        del self.orders[oid]
+        by_acc = m.open_by_account[account]
+        del by_acc[oid]
         if not by_acc:
-            del m.open_by_account[order.account]
+            del m.open_by_account[account]
         if order.client_order_id:
-            del self.client_orders[(order.account, order.client_order_id)]
+            del self.client_orders[(account, order.client_order_id)]
 
     def _close_unfilled(self, out: list[Event], m: Market, order: Order, reason: CancelReason) -> None:
         """Book `order`'s open quantity as cancelled/expired and publish it (the caller unbooks it)."""
         qty = order.leaves
         order.canceled += qty
         order.leaves = 0
-        order.status = _STATUS_OF[reason]
-        self.seq += 1
-        m.seq += 1
+        order.status = status = _STATUS_OF[reason]
+        self.seq = seq = self.seq + 1
+        m.seq = sseq = m.seq + 1
         out.append(OrderCanceled(
-            self.seq, m.seq, self.clock.now, m.instrument.symbol, order.order_id, order.account,
-            order.client_order_id, reason, order.status, qty, order.filled,
+            seq, sseq, self.clock.now, m.instrument.symbol, order.order_id, order.account,
+            order.client_order_id, reason, status, qty, order.filled,
         ))
 
     def _find(self, m: Market, account: int, order_id: int, client_order_id: str) -> Order | None:
@@ -292,6 +301,9 @@ class Engine:
             return self._take_cleared(out, m, taker, steps, stp_expired, clearing)
         seq = self.seq
         sseq = m.seq
+        trade_id = m.trade_seq
+        orders = self.orders
+        open_by_account = m.open_by_account
         price = 0
         for maker, qty in steps:
             if qty:
@@ -301,22 +313,33 @@ class Engine:
                 tleaves -= qty
                 seq += 1
                 sseq += 1
-                m.trade_seq += 1
+                trade_id += 1
+                mleaves = maker.leaves
                 out.append(Trade(
-                    seq, sseq, ts, symbol, m.trade_seq, price, qty, side, tid, tacc,
-                    maker.order_id, maker.account, tleaves, maker.leaves,
+                    seq, sseq, ts, symbol, trade_id, price, qty, side, tid, tacc,
+                    maker.order_id, maker.account, tleaves, mleaves,
                 ))
-                if maker.leaves:
+                if mleaves:
                     maker.status = _PARTIAL
                 else:
                     maker.status = _FILLED
-                    self._unindex(m, maker)
+                    # a filled maker is no longer open: `_unindex`, written out (most fills end a maker)
+                    moid = maker.order_id
+                    macc = maker.account
+                    del orders[moid]
+                    by_acc = open_by_account[macc]
+                    del by_acc[moid]
+                    if not by_acc:
+                        del open_by_account[macc]
+                    if maker.client_order_id:
+                        del self.client_orders[(macc, maker.client_order_id)]
             else:
                 self.seq, m.seq = seq, sseq
                 self._close_unfilled(out, m, maker, _SELF_TRADE)
                 seq, sseq = self.seq, m.seq
                 self._unindex(m, maker)
         self.seq, m.seq = seq, sseq
+        m.trade_seq = trade_id
         if price:
             m.last_price = price
         taker.filled = filled
@@ -369,59 +392,102 @@ class Engine:
             self._cancel_resting(out, m, order, CancelReason.REDUCE_ONLY)
 
     def _cancel_resting(self, out: list[Event], m: Market, order: Order, reason: CancelReason) -> None:
-        """Take a resting order out of the book and publish why."""
+        """Take a resting order out of the book and publish why.
+
+        `_close_unfilled` and `_unindex`, written out: every cancel comes this way.
+        """
         m.book.remove(order)
         if self.clearing is not None:
             self.clearing.exposure_remove(order, order.leaves, True)
-        self._close_unfilled(out, m, order, reason)
-        self._unindex(m, order)
+        qty = order.leaves
+        order.canceled += qty
+        order.leaves = 0
+        order.status = status = _STATUS_OF[reason]
+        self.seq = seq = self.seq + 1
+        m.seq = sseq = m.seq + 1
+        oid = order.order_id
+        account = order.account
+        client_order_id = order.client_order_id
+        out.append(OrderCanceled(
+            seq, sseq, self.clock.now, m.instrument.symbol, oid, account, client_order_id, reason, status, qty,
+            order.filled,
+        ))
+        del self.orders[oid]
+        open_by_account = m.open_by_account
+        by_acc = open_by_account[account]
+        del by_acc[oid]
+        if not by_acc:
+            del open_by_account[account]
+        if client_order_id:
+            del self.client_orders[(account, client_order_id)]
 
     # ------------------------------------------------------------ commands
     def _place(self, cmd: PlaceOrder, out: list[Event]) -> None:
-        m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None
+        symbol = cmd.symbol
+        m = self.markets.get(symbol) if type(symbol) is str else None
         if m is None:
             self._reject(out, None, cmd.account, "PlaceOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
             return
-        book = m.book
+        clearing = self.clearing
         try:
-            reason = check_order(m.instrument, cmd, m.mark_price, m.mark_price or m.last_price)
+            mark = m.mark_price
+            reason = check_order(m.instrument, cmd, mark, mark or m.last_price)
             if reason is None:
-                reason = self._check_entry(m, cmd)
-            if reason is None and self.clearing is not None:
-                reason = self.clearing.check_order(m, cmd)
+                # The rules that need the engine's state, in this order: a client order id already in use, the
+                # open-order limit (limit orders), and for GTX and FOK what the book holds. Written out here
+                # rather than in a method of their own: every order passes this way.
+                client_order_id = cmd.client_order_id
+                if client_order_id and (cmd.account, client_order_id) in self.client_orders:
+                    reason = RejectReason.DUPLICATE_CLIENT_ORDER_ID
+                elif cmd.order_type is _LIMIT:
+                    limit = m.instrument.max_open_orders
+                    if limit and len(m.open_by_account.get(cmd.account, ())) >= limit:
+                        reason = RejectReason.MAX_OPEN_ORDERS
+                    elif cmd.tif is not _GTC:
+                        reason = self._check_entry(m, cmd)
+            if reason is None and clearing is not None:
+                reason = clearing.check_order(m, cmd)
         except Exception:  # a command with fields of the wrong types: reject, never crash
             reason = RejectReason.MALFORMED
         if reason is not None:
             self._reject(out, m, cmd.account, "PlaceOrder", reason, cmd.client_order_id)
             return
+        # Every field now has its proper type; read each once.
+        account = cmd.account
+        side = cmd.side
+        otype = cmd.order_type
+        price = cmd.price
+        qty = cmd.qty
+        client_order_id = cmd.client_order_id
+        stp = cmd.stp
+        pside = cmd.position_side
+        is_limit = otype is _LIMIT
+        tif = cmd.tif if is_limit else _IOC
+        reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (side is _BUY))
         oid = self.next_order_id
         self.next_order_id = oid + 1
         ts = self.clock.now
-        is_limit = cmd.order_type is _LIMIT
-        tif = cmd.tif if is_limit else _IOC
-        qty = cmd.qty
-        pside = cmd.position_side
-        reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (cmd.side is _BUY))
+        symbol = m.instrument.symbol
         order = Order(
-            oid, cmd.account, m.instrument.symbol, cmd.side, cmd.order_type, tif, cmd.price, qty, qty,
-            0, 0, cmd.client_order_id, reduce_only, cmd.stp, _NEW, ts, 0, pside,
+            oid, account, symbol, side, otype, tif, price, qty, qty,
+            0, 0, client_order_id, reduce_only, stp, _NEW, ts, 0, pside,
         )
-        self.seq += 1
-        m.seq += 1
+        self.seq = seq = self.seq + 1
+        m.seq = sseq = m.seq + 1
         out.append(OrderAccepted(
-            self.seq, m.seq, ts, order.symbol, oid, order.account, order.client_order_id, order.side,
-            order.order_type, tif, order.price, qty, reduce_only, order.stp, pside,
+            seq, sseq, ts, symbol, oid, account, client_order_id, side, otype, tif, price, qty, reduce_only, stp, pside,
         ))
         # A reduce-only taker may fill only what the position has left to close; the rest expires.
         withheld = 0
-        if reduce_only and self.clearing is not None:
-            withheld = max(0, qty - self.clearing.closable(order))
+        if reduce_only and clearing is not None:
+            withheld = max(0, qty - clearing.closable(order))
             order.leaves -= withheld
-        stp_expired = False
         if not is_limit:
             stp_expired = self._take(out, m, order, None)
-        elif book.crosses(order.side, order.price):
-            stp_expired = self._take(out, m, order, order.price)
+        elif m.book.crosses(side, price):
+            stp_expired = self._take(out, m, order, price)
+        else:
+            stp_expired = False
         if withheld:
             order.leaves += withheld
             self._close_unfilled(out, m, order, CancelReason.REDUCE_ONLY)
@@ -429,23 +495,31 @@ class Engine:
             if stp_expired:
                 self._close_unfilled(out, m, order, _SELF_TRADE)
             elif tif is _GTC or tif is _GTX:
-                self._rest(m, order)
+                # Rest it: the book, then the indexes of open orders (what `_rest` does, written out here because
+                # most orders end this way)
+                m.book.add(order)
+                if clearing is not None:
+                    clearing.exposure_add(order, order.leaves)
+                self.orders[oid] = order
+                by_acc = m.open_by_account.get(account)
+                if by_acc is None:
+                    m.open_by_account[account] = {oid: order}
+                else:
+                    by_acc[oid] = order
+                if client_order_id:
+                    self.client_orders[(account, client_order_id)] = order
             else:
                 self._close_unfilled(out, m, order, _IOC_REMAINDER)
 
     def _check_entry(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
-        """The rules that need the engine's state: duplicates, order count, GTX and FOK."""
-        if cmd.client_order_id and (cmd.account, cmd.client_order_id) in self.client_orders:
-            return RejectReason.DUPLICATE_CLIENT_ORDER_ID
-        limit = m.instrument.max_open_orders
-        if limit and cmd.order_type is _LIMIT and len(m.open_by_account.get(cmd.account, ())) >= limit:
-            return RejectReason.MAX_OPEN_ORDERS
+        """The entry rules that read the book, for a GTX or FOK limit order: GTX must not take, FOK must fill in
+        full now. (The other rules that need the engine's state, a duplicate client order id and the open-order
+        limit, come first, in `_place`.)"""
         tif = cmd.tif
-        if cmd.order_type is _LIMIT:
-            if tif is _GTX and m.book.crosses(cmd.side, cmd.price):
-                return RejectReason.POST_ONLY_WOULD_TAKE
-            if tif is _FOK and m.book.fillable_qty(cmd.side, cmd.price, cmd.account, cmd.stp, cmd.qty) < cmd.qty:
-                return RejectReason.FOK_CANNOT_FILL
+        if tif is _GTX and m.book.crosses(cmd.side, cmd.price):
+            return RejectReason.POST_ONLY_WOULD_TAKE
+        if tif is _FOK and m.book.fillable_qty(cmd.side, cmd.price, cmd.account, cmd.stp, cmd.qty) < cmd.qty:
+            return RejectReason.FOK_CANNOT_FILL
         return None
 
     def _cancel(self, cmd: CancelOrder, out: list[Event]) -> None:
@@ -453,7 +527,14 @@ class Engine:
         if m is None:
             self._reject(out, None, cmd.account, "CancelOrder", RejectReason.UNKNOWN_SYMBOL, cmd.client_order_id)
             return
-        order = self._find(m, cmd.account, cmd.order_id, cmd.client_order_id)
+        account = cmd.account
+        order_id = cmd.order_id
+        if order_id and type(order_id) is int and type(account) is int:  # `_find`'s common case, written out
+            order = self.orders.get(order_id)
+            if order is not None and (order.account != account or order.symbol != m.instrument.symbol):
+                order = None
+        else:
+            order = self._find(m, account, order_id, cmd.client_order_id)
         if order is None:
             self._reject(
                 out, m, cmd.account, "CancelOrder", RejectReason.UNKNOWN_ORDER, cmd.client_order_id,

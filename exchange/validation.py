@@ -18,6 +18,9 @@ _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
 _BUY = Side.BUY
 _SELL = Side.SELL
+_GTC = TimeInForce.GTC
+_EXPIRE_TAKER = SelfTradePrevention.EXPIRE_TAKER
+_BOTH = PositionSide.BOTH
 
 
 def check_client_order_id(client_order_id: str) -> RejectReason | None:
@@ -64,35 +67,64 @@ def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> 
 
     `mark` is the mark price (0: unknown); `reference` values a market order
     for MIN_NOTIONAL: the mark, else the last trade, else 0 (no check).
+
+    The rules, in the order they are applied: fields of the wrong type
+    (MALFORMED; a plain str where an enum belongs included), the side, the
+    order type and time in force, LOT_SIZE (`check_qty`), PRICE_FILTER and
+    PERCENT_PRICE (`check_limit_price`; a market order must carry no price),
+    MIN_NOTIONAL, the client order id. Every order placed runs through here, so
+    the common case is tested first and cheaply: an identity test for the
+    default value before the type test (`stp is EXPIRE_TAKER`), and one
+    chained comparison for a quantity or price in range; only a value that
+    fails it goes to the rule's own function (`check_qty`, ...), which says
+    which limit it breaks. The reason returned is the same either way.
     """
-    # Fields of the wrong type (a plain str where an enum belongs included): rejected, never acted on.
-    if (type(cmd.account) is not int or type(cmd.reduce_only) is not bool or type(cmd.stp) is not SelfTradePrevention
-            or type(cmd.position_side) is not PositionSide):
+    reduce_only = cmd.reduce_only
+    stp = cmd.stp
+    pside = cmd.position_side
+    if (type(cmd.account) is not int or (reduce_only is not False and reduce_only is not True)  # i.e. not a bool
+            or (stp is not _EXPIRE_TAKER and type(stp) is not SelfTradePrevention)
+            or (pside is not _BOTH and type(pside) is not PositionSide)):
         return RejectReason.MALFORMED
     side = cmd.side
     if side is not _BUY and side is not _SELL:
         return RejectReason.INVALID_SIDE
     otype = cmd.order_type
+    qty = cmd.qty
+    price = cmd.price
     if otype is _LIMIT:
-        if type(cmd.tif) is not TimeInForce:  # a plain "GTC" str would pass `in` but fail every `is`
+        tif = cmd.tif
+        if tif is not _GTC and type(tif) is not TimeInForce:  # a plain "GTC" str would pass `in` but fail every `is`
             return RejectReason.INVALID_TIME_IN_FORCE
-        reason = check_qty(ins, cmd.qty, ins.max_qty_lots) or check_limit_price(ins, side, cmd.price, mark)
-        price = cmd.price
+        if not (type(qty) is int and qty > 0 and ins.min_qty_lots <= qty <= ins.max_qty_lots):
+            reason = check_qty(ins, qty, ins.max_qty_lots)
+            if reason is not None:
+                return reason
+        if mark or not (type(price) is int and price > 0 and ins.min_price_ticks <= price <= ins.max_price_ticks):
+            reason = check_limit_price(ins, side, price, mark)
+            if reason is not None:
+                return reason
+        notional_price = price
     elif otype is _MARKET:
-        if type(cmd.price) is not int:
+        if type(price) is not int:
             return RejectReason.MALFORMED
-        if cmd.price:
+        if price:
             return RejectReason.PRICE_NOT_ALLOWED
-        reason = check_qty(ins, cmd.qty, ins.max_market_qty_lots)
-        price = reference
+        if not (type(qty) is int and qty > 0 and ins.min_qty_lots <= qty <= ins.max_market_qty_lots):
+            reason = check_qty(ins, qty, ins.max_market_qty_lots)
+            if reason is not None:
+                return reason
+        notional_price = reference
     else:
         return RejectReason.INVALID_ORDER_TYPE
-    if reason is not None:
-        return reason
     # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only
-    if price and not cmd.reduce_only and price * cmd.qty * ins.atoms_per_tick_lot < ins.min_notional_atoms:
+    if (notional_price and not reduce_only
+            and notional_price * qty * ins.atoms_per_tick_lot < ins.min_notional_atoms):
         return RejectReason.MIN_NOTIONAL
-    return check_client_order_id(cmd.client_order_id)
+    client_order_id = cmd.client_order_id
+    if client_order_id or type(client_order_id) is not str:  # "" (none given) is the one value with nothing to check
+        return check_client_order_id(client_order_id)
+    return None
 
 
 def check_amend(ins: Instrument, side: Side, cmd: AmendOrder, mark: int, reduce_only: bool) -> RejectReason | None:
