@@ -6,7 +6,7 @@ The one place that knows every package; everything else depends one way
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from adl.ranking import AdlRanking
 from exchange.brackets import BracketTable
@@ -33,7 +33,7 @@ def build_exchange(
     adl_seed: int = 0,
     adl_interval_ms: int = 30_000,
     margin_call_ratio_ppm: int | None = None,
-    funding_schedule: FundingSchedule | None = None,
+    funding_schedule: FundingSchedule | Mapping[str, FundingSchedule] | None = None,
 ) -> Engine:
     """A full exchange: matching with margin, liquidations, the insurance fund and ADL.
 

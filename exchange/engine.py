@@ -8,7 +8,7 @@ has passed every check.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from exchange.brackets import default_table
@@ -115,9 +115,12 @@ class Engine:
 
     def __init__(
         self, instruments: Iterable[Instrument] | None = None, clock: Clock | None = None,
-        clearing: Clearing | None = None, funding_schedule: FundingSchedule | None = None,
-        funding_params: FundingParams = DEFAULT_FUNDING_PARAMS,
+        clearing: Clearing | None = None,
+        funding_schedule: FundingSchedule | Mapping[str, FundingSchedule] | None = None,
+        funding_params: FundingParams | Mapping[str, FundingParams] = DEFAULT_FUNDING_PARAMS,
     ) -> None:
+        """`funding_schedule` / `funding_params`: one for every symbol, or per symbol (a symbol left out of the
+        mapping gets the default: 8 h, Binance's interest, clamp and cap)."""
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.markets: dict[str, Market] = {}
         for ins in instruments if instruments is not None else default_instruments():
@@ -156,7 +159,10 @@ class Engine:
         for symbol, m in self.markets.items():
             ins = m.instrument
             table = clearing.brackets(symbol) if clearing is not None else default_table(symbol, ins.money_atom)
-            m.data = MarketData(ins, table, funding_schedule, funding_params)
+            schedule = funding_schedule.get(symbol) if isinstance(funding_schedule, Mapping) else funding_schedule
+            params = funding_params.get(symbol, DEFAULT_FUNDING_PARAMS) if isinstance(funding_params, Mapping) \
+                else funding_params
+            m.data = MarketData(ins, table, schedule, params)
 
     # ------------------------------------------------------------------ API
     def apply(self, cmd: Command) -> list[Event]:

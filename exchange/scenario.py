@@ -493,6 +493,10 @@ def _validate(s: Scenario, text: str, p: Path) -> None:
     except ValueError as e:
         fail(".insurance_fund.max_notional", str(e))
     for i, m in enumerate(s.markets):
+        if m.funding_interval_hours <= 0:
+            fail(f".markets[{i}].funding_interval_hours", f"must be ≥ 1 (hours), not {m.funding_interval_hours}")
+        if [x.symbol for x in s.markets].count(m.symbol) > 1:
+            fail(f".markets[{i}].symbol", f"{m.symbol} is listed twice")
         idx = m.index
         if idx.kind == "random_walk" and not idx.start:
             fail(f".markets[{i}].index.start", "a random walk needs a start price")
@@ -610,7 +614,7 @@ def build_engine(scenario: Scenario, seed: int) -> tuple[Engine, dict[str, Instr
         margin_call_ratio_ppm=ppm(run.margin_call, "margin_call"),
         adl_interval_ms=duration_ms(run.adl_interval, "adl_interval"),
         insurance_max_notional_ppm=ppm(scenario.insurance_fund.max_notional, "max_notional"),
-        funding_schedule=FundingSchedule.every_hours(scenario.markets[0].funding_interval_hours),
+        funding_schedule={m.symbol: FundingSchedule.every_hours(m.funding_interval_hours) for m in scenario.markets},
     )
     return engine, instruments
 

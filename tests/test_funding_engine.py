@@ -153,3 +153,16 @@ def test_hedge_cross_legs_both_funded_in_one_wallet() -> None:
     last = [e for e in events if isinstance(e, FundingPayment) and e.account == 1][-1]
     assert last.balance == c.accounts[1].wallet["USDT"]
     assert c.held("USDT") == c.treasury.deposits["USDT"]
+
+
+def test_each_symbol_funds_on_its_own_schedule() -> None:
+    """Funding settings per symbol (mechanics.md §1.3: an N-hour interval is the symbol's): ETHUSDT every 4 h,
+    BTCUSDT at the default 8 h, in one engine. Over 8 h ETHUSDT settles at 4 h and 8 h, BTCUSDT at 8 h only."""
+    from exchange.funding import FundingSchedule
+
+    engine = build_exchange(funding_schedule={"ETHUSDT": FundingSchedule.every_hours(4)})
+    engine.apply(UpdateIndex(symbol="BTCUSDT", sources=[("a", 1, 800_000)]))
+    engine.apply(UpdateIndex(symbol="ETHUSDT", sources=[("a", 1, 300_000)]))
+    clock = EngineClock(engine)
+    settled = [(e.symbol, e.funding_time) for e in clock.advance_to(EIGHT_HOURS) if isinstance(e, FundingSettled)]
+    assert sorted(settled) == [("BTCUSDT", EIGHT_HOURS), ("ETHUSDT", EIGHT_HOURS // 2), ("ETHUSDT", EIGHT_HOURS)]

@@ -598,3 +598,21 @@ def test_the_docs_complete_example_loads_and_runs(tmp_path):
     # the populations: 1 market maker + 30 + 10 hold-and-hope
     assert len(built.traders) == 41
     assert Decimal(summary.finish(built.engine, 1.0)["insurance_fund_start"]) == Decimal("150000")
+
+
+def test_each_market_keeps_its_own_funding_interval(tmp_path):
+    """docs/scenarios.md `funding_interval_hours` is per market: BTCUSDT 8 h (the default), ETHUSDT 4 h."""
+    text = GOOD + ('\n[[markets]]\nsymbol = "ETHUSDT"\nfunding_interval_hours = 4\n'
+                   '[markets.index]\nkind = "random_walk"\nstart = "3000"\n')
+    scenario, path = load_scenario(write(tmp_path, text, "good.toml"))
+    engine = build(scenario, path.parent).engine
+    assert engine.markets["BTCUSDT"].data.schedule.interval_ms == 8 * 3_600_000
+    assert engine.markets["ETHUSDT"].data.schedule.interval_ms == 4 * 3_600_000
+
+
+def test_a_bad_funding_interval_or_a_market_twice_names_its_field(tmp_path):
+    text = GOOD.replace('symbol = "BTCUSDT"\n', 'symbol = "BTCUSDT"\nfunding_interval_hours = 0\n', 1)
+    err = error_of(write(tmp_path, text))
+    assert err.startswith(f"bad.toml:{line_of(text, 'funding_interval_hours')}: markets[0].funding_interval_hours"), err
+    text = GOOD + '\n[[markets]]\nsymbol = "BTCUSDT"\n[markets.index]\nkind = "random_walk"\nstart = "3000"\n'
+    assert "markets[0].symbol: BTCUSDT is listed twice" in error_of(write(tmp_path, text))
