@@ -36,7 +36,7 @@ elif shutil.which("exchange"):
 else:  # the package is importable but its console script is not installed
     EXCHANGE = [sys.executable, "-m", "exchange"]
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
+SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"  # the copy of shared/spec (see test_margin_examples)
 SEED = ["--entry", "80000", "--side", "long", "--leverage", "10", "--margin", "1000", "--add-margin", "500",
         "--mark", "76000"]
 LABEL_W = 22  # the human table's label column (exchange/cli_calc.py)
@@ -82,7 +82,7 @@ def column(cols: dict[str, dict[str, str]], prefix: str) -> tuple[str, dict[str,
 def examples() -> dict[str, dict[str, Any]]:
     path = SPEC_DIR / "examples.json"
     if not path.exists():
-        pytest.fail(f"examples.json not found in shared/spec beside the repository ({path})")
+        pytest.fail(f"examples.json not found in tests/data/spec ({path})")
     return {e["id"]: e for e in json.loads(path.read_text())}
 
 
