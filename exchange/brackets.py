@@ -39,13 +39,14 @@ class Bracket(msgspec.Struct, frozen=True):
 class BracketTable:
     """The tiers of one symbol, ordered by floor, with `cum` derived by the recursion."""
 
-    __slots__ = ("brackets", "_floors")
+    __slots__ = ("brackets", "_caps", "_floors")
 
     def __init__(self, brackets: list[Bracket]) -> None:
         if not brackets or brackets[0].floor != 0:
             raise ValueError("the first bracket must start at notional 0")
         self.brackets = brackets
         self._floors = [b.floor for b in brackets]
+        self._caps: dict[int, int] = {}  # leverage -> max_notional_for_leverage (the tiers never change)
 
     @classmethod
     def from_tiers(cls, tiers: list[tuple[str, str, int, str]], atom: Decimal) -> BracketTable:
@@ -69,18 +70,22 @@ class BracketTable:
 
     def for_notional(self, notional: int) -> Bracket:
         """The bracket whose [floor, cap) holds `notional` (floor inclusive; beyond the last cap: the last)."""
-        return self.brackets[max(bisect_right(self._floors, notional) - 1, 0)]
+        i = bisect_right(self._floors, notional)
+        return self.brackets[i - 1 if i else 0]
 
     @property
     def max_leverage(self) -> int:
         return self.brackets[0].max_leverage
 
     def max_notional_for_leverage(self, leverage: int) -> int:
-        """The largest position notional that `leverage` is allowed at (Binance -2027 beyond it)."""
-        cap = 0
-        for b in self.brackets:
-            if b.max_leverage >= leverage:
-                cap = b.cap
+        """The largest position notional that `leverage` is allowed at (Binance -2027 beyond it); cached."""
+        cap = self._caps.get(leverage)
+        if cap is None:
+            cap = 0
+            for b in self.brackets:
+                if b.max_leverage >= leverage:
+                    cap = b.cap
+            self._caps[leverage] = cap
         return cap
 
 

@@ -58,13 +58,13 @@ from exchange.margin import (
     ceil_div,
     isolated_reduce,
     liquidation_ticks,
-    maintenance_margin,
+    position_bankruptcy_ticks,
+    position_liquidation_ticks,
     realized_on_close,
-    unrealized_pnl,
 )
 from exchange.market import Market
 from exchange.orders import Order
-from exchange.venue import BINANCE, VenueProfile
+from exchange.venue import BINANCE, MaintenanceBase, VenueProfile
 
 #: The insurance fund's own account (its futures wallet is the fund's balance).
 FUND_ACCOUNT = 0
@@ -79,6 +79,7 @@ _LONG = PositionSide.LONG
 _SHORT = PositionSide.SHORT
 _CROSS = MarginMode.CROSS
 _ISOLATED = MarginMode.ISOLATED
+_MARK_NOTIONAL = MaintenanceBase.MARK_NOTIONAL
 
 #: stamp(market or None) -> (seq, symbol_seq, ts) for the next event.
 Stamp = Callable[[Market | None], tuple[int, int, int]]
@@ -185,14 +186,19 @@ class Clearing:
 
     def position_figures(self, pos: Position) -> tuple[int, int, int]:
         """(notional at mark, maintenance margin, unrealised PnL) of one position, in atoms."""
-        m = self.markets[pos.symbol]
-        k = m.instrument.atoms_per_tick_lot
-        price = self.reference_price(m)
+        symbol = pos.symbol
+        m = self.markets[symbol]
+        price = m.mark_price or m.last_price  # reference_price
+        cost = pos.cost
         if not price:  # no price yet: valued at entry, where the PnL is 0
-            bracket = self._brackets[pos.symbol].for_notional(abs(pos.cost))
-            return abs(pos.cost), ceil_div(abs(pos.cost) * bracket.mmr, PPM) - bracket.cum, 0
-        mm = maintenance_margin(pos.qty, pos.cost, price, k, self._brackets[pos.symbol], self.profile.maintenance_base)
-        return abs(pos.qty) * price * k, mm, unrealized_pnl(pos.qty, pos.cost, price, k)
+            bracket = self._brackets[symbol].for_notional(abs(cost))
+            return abs(cost), ceil_div(abs(cost) * bracket.mmr, PPM) - bracket.cum, 0
+        # margin.maintenance_margin and margin.unrealized_pnl, inlined (this is on every fill's path)
+        qk = pos.qty * m.instrument.atoms_per_tick_lot
+        notional = abs(qk) * price
+        mm_base = notional if self.profile.maintenance_base is _MARK_NOTIONAL else abs(cost)
+        bracket = self._brackets[symbol].for_notional(mm_base)
+        return notional, -((-mm_base * bracket.mmr) // PPM) - bracket.cum, qk * price - cost
 
     def cross_totals(self, acct: Account, asset: str, skip_symbol: str | None = None) -> tuple[int, int, int]:
         """(Σ maintenance margin, Σ unrealised PnL, Σ initial margin at mark) of the cross positions in `asset`."""
@@ -229,20 +235,21 @@ class Clearing:
         pos = acct.positions.get((symbol, side))
         q = pos.qty if pos is not None else 0
         k = self.markets[symbol].instrument.atoms_per_tick_lot
-        lev = acct.symbol_settings(symbol).leverage
-        buy_open = max(0, bq - max(0, -q)) if side is _BOTH else (bq if side is _LONG else 0)
-        sell_open = max(0, sq - max(0, q)) if side is _BOTH else (sq if side is _SHORT else 0)
-        buy_im = ceil_div(bn * buy_open * k, bq * lev) if buy_open else 0
-        sell_im = ceil_div(sn * sell_open * k, sq * lev) if sell_open else 0
-        return max(buy_im, sell_im)
+        return _orders_im(q, side, acct.symbol_settings(symbol).leverage, k, bq, bn, sq, sn)
 
     def available(self, acct: Account, asset: str) -> int:
         """Free margin: wallet + cross UPNL − cross position IM − all open-order IM (Binance availableBalance)."""
+        return self._available(acct, asset, None, 0)
+
+    def _available(self, acct: Account, asset: str, known: tuple[str, PositionSide] | None, known_margin: int) -> int:
+        """`available`, given the order margin of the position `known` already (`known_margin`)."""
         _, upnl, im = self.cross_totals(acct, asset)
         held = 0
-        for (symbol, side) in acct.exposure:
-            if self.markets[symbol].instrument.settlement_asset == asset:
-                held += self.order_margin(acct, symbol, side)
+        markets = self.markets
+        for key in acct.exposure:
+            symbol = key[0]
+            if markets[symbol].instrument.settlement_asset == asset:
+                held += known_margin if key == known else self.order_margin(acct, symbol, key[1])
         return acct.wallet.get(asset, 0) + upnl - im - held
 
     def max_withdrawable(self, acct: Account, asset: str) -> int:
@@ -251,27 +258,48 @@ class Clearing:
 
     def refresh_prices(self, pos: Position) -> None:
         """Recompute the position's liquidation and bankruptcy price (mechanics.md §3.1)."""
-        if not pos.qty:
+        qty = pos.qty
+        if not qty:
             pos.liq_ticks = pos.bankruptcy_ticks = 0
             return
-        m = self.markets[pos.symbol]
-        k = m.instrument.atoms_per_tick_lot
-        acct = self.accounts[pos.account]
+        symbol = pos.symbol
+        m = self.markets[symbol]
+        ins = m.instrument
+        k = ins.atoms_per_tick_lot
+        table = self._brackets[symbol]
+        base = self.profile.maintenance_base
+        price = m.mark_price or m.last_price  # reference_price
         if pos.settings.margin_mode is _ISOLATED:
-            legs = [Leg(pos.qty, pos.cost, self._brackets[pos.symbol])]
-            wb, tmm, upnl = pos.isolated_margin, 0, 0
-            long = pos.qty > 0
-        else:
-            # cross: every cross leg of this symbol shares one LP; the other symbols enter as TMM1 and UPNL1
-            asset = m.instrument.settlement_asset
-            same = [p for p in acct.positions.values() if p.symbol == pos.symbol and p.qty
-                    and p.settings.margin_mode is _CROSS]
-            legs = [Leg(p.qty, p.cost, self._brackets[p.symbol]) for p in same]
-            tmm, upnl, _ = self.cross_totals(acct, asset, skip_symbol=pos.symbol)
-            wb = acct.wallet.get(asset, 0)
-            long = sum(p.qty for p in same) > 0
-        price = self.reference_price(m)
-        pos.liq_ticks = liquidation_ticks(legs, wb, tmm, upnl, k, self.profile.maintenance_base, price, long)
+            wb = pos.isolated_margin
+            long = qty > 0
+            pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, 0, 0, k, base, price, long)
+            pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, 0, 0, k, long)
+            return
+        # cross: every cross leg of this symbol shares one LP; the other symbols enter as TMM1 and UPNL1
+        # (one pass over the positions: the legs of this symbol, and `cross_totals` of the others)
+        asset = ins.settlement_asset
+        acct = self.accounts[pos.account]
+        same: list[Position] = []
+        tmm = upnl = 0
+        markets = self.markets
+        for p in acct.positions.values():
+            if not p.qty or p.settings.margin_mode is _ISOLATED:
+                continue
+            if p.symbol == symbol:
+                same.append(p)
+            elif markets[p.symbol].instrument.settlement_asset == asset:
+                _, p_mm, p_upnl = self.position_figures(p)
+                tmm += p_mm
+                upnl += p_upnl
+        wb = acct.wallet.get(asset, 0)
+        if len(same) == 1:
+            long = qty > 0
+            pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, tmm, upnl, k, base, price, long)
+            pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, tmm, upnl, k, long)
+            return
+        legs = [Leg(p.qty, p.cost, table) for p in same]
+        long = sum(p.qty for p in same) > 0
+        pos.liq_ticks = liquidation_ticks(legs, wb, tmm, upnl, k, base, price, long)
         pos.bankruptcy_ticks = bankruptcy_ticks(legs, wb, tmm, upnl, k, long)
 
     # ------------------------------------------------------------ events
@@ -374,12 +402,23 @@ class Clearing:
         k = m.instrument.atoms_per_tick_lot
         if after > 0 and after * price * k > self._brackets[symbol].max_notional_for_leverage(settings.leverage):
             return RejectReason.MAX_POSITION_EXCEEDED
-        extra = (cmd.qty, notional)
-        before = self.order_margin(acct, symbol, ps)
-        needed = self.order_margin(acct, symbol, ps, extra if is_buy else (0, 0), (0, 0) if is_buy else extra) - before
+        # the order margin of this position without and with the order (`order_margin`, its lookups done once)
+        if e is not None:
+            bq, bn, sq, sn = e.buy_qty, e.buy_notional, e.sell_qty, e.sell_notional
+        else:
+            bq = bn = sq = sn = 0
+        lev = settings.leverage
+        before = _orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0
+        if is_buy:
+            bq += cmd.qty
+            bn += notional
+        else:
+            sq += cmd.qty
+            sn += notional
+        needed = (_orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0) - before
         if needed > 0:
             fee = ceil_div(notional * k * acct.taker_fee_ppm, PPM)
-            if needed + fee > self.available(acct, m.instrument.settlement_asset):
+            if needed + fee > self._available(acct, m.instrument.settlement_asset, (symbol, ps), before):
                 return RejectReason.MARGIN_INSUFFICIENT
         return None
 
@@ -863,6 +902,16 @@ class Clearing:
     def all_positions(self) -> Iterable[Position]:
         for acct in self.accounts.values():
             yield from acct.positions.values()
+
+
+def _orders_im(q: int, side: PositionSide, lev: int, k: int, bq: int, bn: int, sq: int, sn: int) -> int:
+    """The initial margin of open orders (Σ buy qty `bq`, notional `bn` in tick·lots; `sq`, `sn` the sells) of a
+    position of `q` lots: only the part that would open or increase it holds margin; one-way the worse side."""
+    buy_open = max(0, bq - max(0, -q)) if side is _BOTH else (bq if side is _LONG else 0)
+    sell_open = max(0, sq - max(0, q)) if side is _BOTH else (sq if side is _SHORT else 0)
+    buy_im = ceil_div(bn * buy_open * k, bq * lev) if buy_open else 0
+    sell_im = ceil_div(sn * sell_open * k, sq * lev) if sell_open else 0
+    return max(buy_im, sell_im)
 
 
 def _unattached(m: Market | None) -> tuple[int, int, int]:

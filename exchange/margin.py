@@ -89,6 +89,9 @@ def _liquidation_ratio(
     legs = [leg for leg in legs if leg.qty]
     if not legs:
         return 0, 0
+    if len(legs) == 1:
+        leg = legs[0]
+        return _one_leg_ratio(leg.qty, leg.cost, leg.table, wb, tmm_other, upnl_other, k, base, mark, ratio)
     if base is MaintenanceBase.ENTRY_NOTIONAL:
         brackets = [leg.table.for_notional(abs(leg.cost)) for leg in legs]
         return _solve(legs, brackets, wb, tmm_other, upnl_other, k, base, ratio)
@@ -105,6 +108,72 @@ def _liquidation_ratio(
             return num, den
         seen.add(key)
         brackets = nxt
+
+
+def _one_leg_ratio(
+    qty: int, cost: int, table: BracketTable, wb: int, tmm_other: int, upnl_other: int, k: int,
+    base: MaintenanceBase, mark: int | None, ratio: int = PPM,
+) -> tuple[int, int]:
+    """`_liquidation_ratio` of one leg (qty ≠ 0), the common case, without Legs and lists: the same (num, den).
+
+    `_solve` for one leg, the bracket-independent part computed once:
+        P = [r·(WB + UPNL1 − cost) − (TMM1 − cum)] / [|q|·k·MMR − r·q·k]
+    then the same search as `_liquidation_ratio` (from the bracket at `mark`,
+    or at entry; stop at a fixed point or at a bracket seen before).
+    """
+    fixed = ratio * (wb + upnl_other - cost) - PPM * tmm_other
+    den_fixed = -ratio * qty * k
+    if base is MaintenanceBase.ENTRY_NOTIONAL:
+        notional = abs(cost)
+        b = table.for_notional(notional)
+        num, den = fixed - PPM * (ceil_div(notional * b.mmr, PPM) - b.cum), den_fixed
+        return (-num, -den) if den < 0 else (num, den)
+    qk = abs(qty) * k
+    b = table.for_notional(qk * mark if mark else abs(cost))
+    seen: set[int] | None = None
+    while True:
+        num = fixed + PPM * b.cum
+        den = den_fixed + qk * b.mmr
+        if den < 0:
+            num, den = -num, -den
+        if den == 0 or num <= 0:
+            return num, den
+        nxt = table.for_notional(qk * num // den)  # the bracket at the LP's notional, floored
+        if nxt == b:
+            return num, den
+        if seen is None:
+            seen = set()
+        elif nxt.number in seen:
+            return num, den
+        seen.add(nxt.number)
+        b = nxt
+
+
+def position_liquidation_ticks(
+    qty: int, cost: int, table: BracketTable, wb: int, tmm_other: int, upnl_other: int, k: int,
+    base: MaintenanceBase, mark: int | None, long: bool, ratio: int = PPM,
+) -> int:
+    """`liquidation_ticks` of a single leg (qty ≠ 0), given as numbers: the same result, no Leg built."""
+    num, den = _one_leg_ratio(qty, cost, table, wb, tmm_other, upnl_other, k, base, mark, ratio)
+    if not den or num <= 0:
+        return 0
+    return -((-num) // den) if long else num // den
+
+
+def position_bankruptcy_ticks(qty: int, cost: int, wb: int, tmm_other: int, upnl_other: int, k: int,
+                              long: bool) -> int:
+    """`bankruptcy_ticks` of a single leg (qty ≠ 0), same rounding.
+
+    `_solve` with no bracket and r = 1 is P = PPM·(WB + UPNL1 − TMM1 − cost) / (−PPM·q·k); the common
+    factor PPM does not change a floor or a ceiling, so it is left out.
+    """
+    num = wb + upnl_other - tmm_other - cost
+    den = -qty * k
+    if den < 0:
+        num, den = -num, -den
+    if not den or num <= 0:
+        return 0
+    return -((-num) // den) if long else num // den
 
 
 def liquidation_price(

@@ -31,7 +31,7 @@ from exchange.accounts import Account, Position
 from exchange.brackets import PPM
 from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.enums import MarginMode, PositionSide
-from exchange.margin import Leg, liquidation_ticks
+from exchange.margin import Leg, liquidation_ticks, position_liquidation_ticks
 
 #: (account, symbol, position side) for an isolated position; (account, "", asset) for a cross account.
 UnitKey = tuple[int, str, str]
@@ -109,11 +109,15 @@ class RiskMonitor:
             _, mm, upnl = c.position_figures(pos)
             return mm, pos.isolated_margin + upnl
         mm = upnl = 0
-        for pos in self.cross_positions(acct, key[2]):
-            _, p_mm, p_upnl = c.position_figures(pos)
-            mm += p_mm
-            upnl += p_upnl
-        return mm, acct.wallet.get(key[2], 0) + upnl
+        asset = key[2]
+        ms = c.markets
+        for pos in acct.positions.values():  # cross_positions, without the list
+            if (pos.qty and pos.settings.margin_mode is not _ISOLATED
+                    and ms[pos.symbol].instrument.settlement_asset == asset):
+                _, p_mm, p_upnl = c.position_figures(pos)
+                mm += p_mm
+                upnl += p_upnl
+        return mm, acct.wallet.get(asset, 0) + upnl
 
     def verdict(self, key: UnitKey) -> Verdict:
         mm, mb = self.ratio(key)
@@ -142,19 +146,24 @@ class RiskMonitor:
             if not keys:
                 del self._indexed[key[0]]
 
-    def reindex_account(self, acct: Account) -> None:
-        """Re-index every unit of an account after it changed (and drop the units it no longer has)."""
+    def reindex_account(self, acct: Account) -> list[UnitKey]:
+        """Re-index every unit of an account after it changed (and drop the units it no longer has).
+
+        Returns its units (`units_of`), for the caller that checks them next.
+        """
         if acct.id == FUND_ACCOUNT:
-            return
-        live = set(self.units_of(acct))
-        for key in sorted(self._indexed.get(acct.id, set()) - live):
-            self.forget(key)
-            self.called.discard(key)
-        for key in sorted(live):
+            return []
+        units = self.units_of(acct)
+        indexed = self._indexed.get(acct.id)
+        if indexed:
+            for key in sorted(indexed.difference(units)):
+                self.forget(key)
+                self.called.discard(key)
+        for key in sorted(units) if len(units) > 1 else units:
             self.reindex(key)
+        return units
 
     def reindex(self, key: UnitKey) -> None:
-        self.forget(key)
         c = self.clearing
         acct = c.accounts[key[0]]
         if key[1]:
@@ -164,28 +173,43 @@ class RiskMonitor:
         else:
             positions = self.cross_positions(acct, key[2])
             wb = acct.wallet.get(key[2], 0)
-        symbols = sorted({p.symbol for p in positions})
-        if not symbols:
+        if not positions:
+            self.forget(key)
             self.called.discard(key)
             return
-        if key in self.called or len(symbols) > 1:
-            for symbol in symbols:
-                s = self._sym(symbol)
+        symbol = positions[0].symbol
+        multi = any(p.symbol != symbol for p in positions)
+        if key in self.called or multi:
+            self.forget(key)
+            symbols = sorted({p.symbol for p in positions})
+            for sym in symbols:
+                s = self._sym(sym)
                 (s.called if key in self.called else s.multi).add(key)
             self._places[key] = symbols
             self._indexed.setdefault(key[0], set()).add(key)
             return
-        symbol = symbols[0]
         m = c.markets[symbol]
-        legs = [Leg(p.qty, p.cost, c.brackets(symbol)) for p in positions]
-        long = sum(p.qty for p in positions) > 0
-        trigger = liquidation_ticks(legs, wb, 0, 0, m.instrument.atoms_per_tick_lot, c.profile.maintenance_base,
-                                    c.reference_price(m), long, self.call_ppm)
+        k = m.instrument.atoms_per_tick_lot
+        base = c.profile.maintenance_base
+        mark = m.mark_price or m.last_price  # c.reference_price(m)
+        if len(positions) == 1:
+            pos = positions[0]
+            long = pos.qty > 0
+            trigger = position_liquidation_ticks(pos.qty, pos.cost, c.brackets(symbol), wb, 0, 0, k, base, mark, long,
+                                                 self.call_ppm)
+        else:
+            legs = [Leg(p.qty, p.cost, c.brackets(symbol)) for p in positions]
+            long = sum(p.qty for p in positions) > 0
+            trigger = liquidation_ticks(legs, wb, 0, 0, k, base, mark, long, self.call_ppm)
+        entry = (symbol, long, trigger)
+        if trigger and self._entry.get(key) == entry:
+            return  # indexed at this trigger already (and only there: an entry excludes places)
+        self.forget(key)
         if not trigger:
             return  # e.g. a fully collateralised long: no price puts it at risk
         s = self._sym(symbol)
         (s.longs if long else s.shorts).add((trigger, key))
-        self._entry[key] = (symbol, long, trigger)
+        self._entry[key] = entry
         self._indexed.setdefault(key[0], set()).add(key)
 
     def multi_units(self, symbol: str) -> list[UnitKey]:

@@ -120,8 +120,7 @@ class Liquidator:
                     acct = self.clearing.accounts[account]
                     if account == FUND_ACCOUNT:
                         continue
-                    self.monitor.reindex_account(acct)
-                    keys += self.monitor.units_of(acct)
+                    keys += self.monitor.reindex_account(acct)  # its units, re-indexed
                 for key in keys:
                     self._check(key, out)
         finally:
