@@ -5,7 +5,7 @@
     build_sinks(args)             the sinks those options ask for (journal first)
     pace_speed(args)              the speed factor those clock options ask for (None: as fast as possible)
     build_clock(args)             the runtime's clock configuration, for a runtime that makes its own ticks
-    positive_int, positive_float  argparse types that reject 0 and negative numbers (exit status 2)
+    int_at_least, finite_number   argparse types with a lower bound (exit status 2); positive_int, positive_float
 
 A command that runs an engine does, in short:
 
@@ -23,6 +23,7 @@ runtime `build_clock(args)`, whose RealTime clock task submits the ticks.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from exchange.runtime import ClockConfig, RealTime, VirtualTime
 from exchange.sinks import Sink
@@ -50,26 +51,35 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--journal", metavar="PATH", help="append every command and event to this JSON-lines file")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer ≥ `low` (anything else: exit status 2 with the reason)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+def finite_number(low: float, *, inclusive: bool) -> Callable[[str], float]:
+    """argparse type: a finite number above `low` (or equal to it, if `inclusive`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not ((low <= value) if inclusive else (low < value)) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'more than'} {low:g}, "
+                                             f"not {text}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1)
+positive_float = finite_number(0, inclusive=False)
 
 
 def add_clock_options(parser: argparse.ArgumentParser, *, what: str = "virtual time") -> None:

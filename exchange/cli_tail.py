@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from exchange.cli_options import finite_number, int_at_least
 from exchange.topics import DEFAULT_PREFIX, GapChecker, decode_payload, sniff_format
 
 _HIDDEN = ("schema", "topic_seq", "type", "seq", "symbol_seq", "ts")
@@ -49,32 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="mqtt://HOST:PORT", help="the broker")
     p.add_argument("--mqtt-prefix", default=DEFAULT_PREFIX, metavar="PREFIX", help=f"default {DEFAULT_PREFIX}")
     p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default 1)")
-    p.add_argument("--count", type=_non_negative_int, default=0, help="stop after this many events (0: never)")
-    p.add_argument("--timeout", type=_non_negative_float, default=0.0,
+    p.add_argument("--count", type=int_at_least(0), default=0, help="stop after this many events (0: never)")
+    p.add_argument("--timeout", type=finite_number(0, inclusive=True), default=0.0,
                    help="stop after this many seconds (0: never)")
     p.add_argument("--json", action="store_true", help="print each event as one JSON line (with its topic)")
     p.add_argument("--quiet", action="store_true", help="print only gaps and the summary")
     p.set_defaults(func=run)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
 
 
 def describe(topic: str, ev: dict[str, Any]) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -40,13 +39,7 @@ from typing import Any
 
 import pytest
 
-_SCRIPT = Path(sys.executable).parent / "exchange"
-if _SCRIPT.exists():
-    EXCHANGE = [str(_SCRIPT)]
-elif shutil.which("exchange"):
-    EXCHANGE = [str(shutil.which("exchange"))]
-else:  # the package is importable but its console script is not installed
-    EXCHANGE = [sys.executable, "-m", "exchange"]
+from tests.console import EXCHANGE
 
 TOP_KEYS = {"margin_balance", "maintenance_margin", "margin_ratio", "positions", "what_if"}
 STEP_KEYS = TOP_KEYS - {"what_if"}

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
 from decimal import Decimal
 from pathlib import Path
@@ -28,13 +26,7 @@ from typing import Any
 
 import pytest
 
-_SCRIPT = Path(sys.executable).parent / "exchange"
-if _SCRIPT.exists():
-    EXCHANGE = [str(_SCRIPT)]
-elif shutil.which("exchange"):
-    EXCHANGE = [str(shutil.which("exchange"))]
-else:  # the package is importable but its console script is not installed
-    EXCHANGE = [sys.executable, "-m", "exchange"]
+from tests.console import EXCHANGE
 
 SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"  # the copy of shared/spec (see test_margin_examples)
 SEED = ["--entry", "80000", "--side", "long", "--leverage", "10", "--margin", "1000", "--add-margin", "500",
