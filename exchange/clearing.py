@@ -211,7 +211,7 @@ class Clearing:
             notional, p_mm, p_upnl = self.position_figures(pos)
             mm += p_mm
             upnl += p_upnl
-            im += ceil_div(notional, pos.settings.leverage)
+            im -= (-notional) // pos.settings.leverage  # + ceil_div(notional, leverage)
         return mm, upnl, im
 
     def order_margin(self, acct: Account, symbol: str, side: PositionSide,
@@ -378,7 +378,8 @@ class Clearing:
             return RejectReason.REDUCE_ONLY_REJECTED  # hedge mode: closing is said by the side, not the flag
         symbol = m.instrument.symbol
         is_buy = cmd.side is _BUY
-        if self.is_closing(cmd.reduce_only, is_buy, ps):
+        # closing: one-way, the reduce-only flag; hedge, selling a LONG or buying a SHORT
+        if cmd.reduce_only if ps is _BOTH else (ps is _LONG) != is_buy:
             pos = acct.positions.get((symbol, ps))
             q = pos.qty if pos is not None else 0
             if (q >= 0) if is_buy else (q <= 0):
@@ -392,7 +393,7 @@ class Clearing:
         if not price:
             return None  # nothing to value a market order at: it will find no liquidity either
         notional = price * cmd.qty
-        settings = acct.symbol_settings(symbol)
+        settings = acct.settings.get(symbol) or acct.symbol_settings(symbol)
         # Exceeding the position cap of the chosen leverage (Binance -2027)
         pos = acct.positions.get((symbol, ps))
         q = pos.qty if pos is not None else 0
@@ -417,17 +418,10 @@ class Clearing:
             sn += notional
         needed = (_orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0) - before
         if needed > 0:
-            fee = ceil_div(notional * k * acct.taker_fee_ppm, PPM)
+            fee = -((-notional * k * acct.taker_fee_ppm) // PPM)  # ceil_div
             if needed + fee > self._available(acct, m.instrument.settlement_asset, (symbol, ps), before):
                 return RejectReason.MARGIN_INSUFFICIENT
         return None
-
-    @staticmethod
-    def is_closing(reduce_only: bool, is_buy: bool, side: PositionSide) -> bool:
-        """One-way: the reduce-only flag. Hedge: selling a LONG or buying a SHORT closes."""
-        if side is _BOTH:
-            return reduce_only
-        return (side is _LONG) != is_buy
 
     def _market_order_price(self, m: Market, is_buy: bool) -> int:
         best = m.book.best_ask() if is_buy else m.book.best_bid()
@@ -489,17 +483,6 @@ class Clearing:
         return excess
 
     # ------------------------------------------------------------ fills
-    def settle(self, out: list[Event], m: Market, order: Order, qty: int, price: int, maker: bool,
-               trade_id: int) -> None:
-        """Book one side of a fill in the book; a LIQUIDATION order pays the clearance fee instead."""
-        acct = self.accounts[order.account]
-        if order.order_type is OrderType.LIQUIDATION:
-            self.book_fill(out, m, acct, order.position_side, order.side, qty, price, m.instrument.clearance_fee_ppm,
-                           trade_id, PositionReason.LIQUIDATION, liquidation=True)
-        else:
-            self.book_fill(out, m, acct, order.position_side, order.side, qty, price,
-                           acct.maker_fee_ppm if maker else acct.taker_fee_ppm, trade_id, PositionReason.TRADE)
-
     def book_fill(self, out: list[Event], m: Market, acct: Account, pside: PositionSide, side: Side, qty: int,
                   price: int, fee_ppm: int, trade_id: int, reason: PositionReason, liquidation: bool = False
                   ) -> tuple[int, int]:
@@ -583,8 +566,8 @@ class Clearing:
             held.pop((acct.id, pside), None)
         self.refresh_prices(pos)
         self._position_event(out, pos, reason, pnl, fee, trade_id)
-        if not isolated or acct.wallet[asset] != wallet_before:
-            self.refresh_cross(out, acct, asset, skip=pos)
+        if len(acct.positions) > 1 and (not isolated or acct.wallet[asset] != wallet_before):
+            self.refresh_cross(out, acct, asset, skip=pos)  # (an account's only position is `pos` itself)
         return pnl, fee
 
     # ------------------------------------------------------------ funding

@@ -48,6 +48,7 @@ from exchange.enums import (
     CancelReason,
     OrderStatus,
     OrderType,
+    PositionReason,
     PositionSide,
     RejectReason,
     SelfTradePrevention,
@@ -92,6 +93,8 @@ _LONG = PositionSide.LONG
 _NEW = OrderStatus.NEW
 _IOC = TimeInForce.IOC
 _USER = CancelReason.USER
+_LIQUIDATION = OrderType.LIQUIDATION
+_TRADE_REASON = PositionReason.TRADE
 _STATUS_OF = {reason: reason.status for reason in CancelReason}  # a dict read is cheaper than the enum property
 
 
@@ -355,27 +358,46 @@ class Engine:
 
     def _take_cleared(self, out: list[Event], m: Market, taker: Order, steps: list[tuple[Order, int]],
                       stp_expired: bool, clearing: Clearing) -> bool:
-        """`_take` with margin: each fill is booked for both sides right after its trade event."""
-        symbol = m.instrument.symbol
+        """`_take` with margin: each fill is booked for both sides right after its trade event.
+
+        (`Clearing.settle` for both sides, written out: the taker's account and fee rate are looked up once.)
+        """
+        ins = m.instrument
+        symbol = ins.symbol
         side, tid, tacc = taker.side, taker.order_id, taker.account
+        tpside = taker.position_side
         tleaves = taker.qty - taker.filled - taker.canceled
-        touched = {(taker.account, taker.position_side)}
+        accounts = clearing.accounts
+        book_fill = clearing.book_fill
+        taker_acct = accounts[tacc]
+        if taker.order_type is _LIQUIDATION:
+            taker_fee, taker_reason, taker_liq = ins.clearance_fee_ppm, PositionReason.LIQUIDATION, True
+        else:
+            taker_fee, taker_reason, taker_liq = taker_acct.taker_fee_ppm, _TRADE_REASON, False
+        touched = {(tacc, tpside)}
         for maker, qty in steps:
             if qty:
                 price = maker.price
                 tleaves -= qty
-                seq, sseq, ts = self._stamp(m)
-                m.trade_seq += 1
+                self.seq = seq = self.seq + 1
+                m.seq = sseq = m.seq + 1
+                m.trade_seq = trade_id = m.trade_seq + 1
                 out.append(Trade(
-                    seq, sseq, ts, symbol, m.trade_seq, price, qty, side, tid, tacc,
+                    seq, sseq, self.clock.now, symbol, trade_id, price, qty, side, tid, tacc,
                     maker.order_id, maker.account, tleaves, maker.leaves,
                 ))
                 taker.filled += qty
                 taker.notional_filled += qty * price
                 m.last_price = price
                 clearing.exposure_remove(maker, qty, not maker.leaves)
-                clearing.settle(out, m, taker, qty, price, False, m.trade_seq)
-                clearing.settle(out, m, maker, qty, price, True, m.trade_seq)
+                book_fill(out, m, taker_acct, tpside, side, qty, price, taker_fee, trade_id, taker_reason, taker_liq)
+                maker_acct = accounts[maker.account]
+                if maker.order_type is _LIQUIDATION:
+                    book_fill(out, m, maker_acct, maker.position_side, maker.side, qty, price, ins.clearance_fee_ppm,
+                              trade_id, PositionReason.LIQUIDATION, True)
+                else:
+                    book_fill(out, m, maker_acct, maker.position_side, maker.side, qty, price,
+                              maker_acct.maker_fee_ppm, trade_id, _TRADE_REASON)
                 touched.add((maker.account, maker.position_side))
                 if maker.leaves:
                     maker.status = _PARTIAL
@@ -387,7 +409,13 @@ class Engine:
                 self._close_unfilled(out, m, maker, _SELF_TRADE)
                 self._unindex(m, maker)
         taker.status = _FILLED if not taker.leaves else _PARTIAL if taker.filled else taker.status
-        for account, pside in sorted(touched, key=lambda t: (t[0], t[1].value)):
+        # resting reduce-only orders the new positions can no longer absorb (only accounts that have some)
+        trim = []
+        for account, pside in touched:
+            e = accounts[account].exposure.get((symbol, pside))
+            if e is not None and e.reduce_only:
+                trim.append((account, pside))
+        for account, pside in sorted(trim, key=lambda t: (t[0], t[1].value)):
             self._trim_reduce_only(out, m, account, pside)
         return stp_expired
 

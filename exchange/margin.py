@@ -139,7 +139,7 @@ def _one_leg_ratio(
         if den == 0 or num <= 0:
             return num, den
         nxt = table.for_notional(qk * num // den)  # the bracket at the LP's notional, floored
-        if nxt == b:
+        if nxt is b:  # (a table hands out its own Bracket objects)
             return num, den
         if seen is None:
             seen = set()

@@ -153,9 +153,19 @@ class RiskMonitor:
         """
         if acct.id == FUND_ACCOUNT:
             return []
-        units = self.units_of(acct)
+        positions = acct.positions
+        if len(positions) == 1:  # the common case, one position: its unit without `units_of`'s lists and sets
+            (pos,) = positions.values()
+            if not pos.qty:
+                units: list[UnitKey] = []
+            elif pos.settings.margin_mode is _ISOLATED:
+                units = [(pos.account, pos.symbol, pos.position_side.value)]
+            else:
+                units = [(acct.id, "", self.clearing.markets[pos.symbol].instrument.settlement_asset)]
+        else:
+            units = self.units_of(acct)
         indexed = self._indexed.get(acct.id)
-        if indexed:
+        if indexed and (len(indexed) != len(units) or not indexed.issuperset(units)):
             for key in sorted(indexed.difference(units)):
                 self.forget(key)
                 self.called.discard(key)
@@ -178,8 +188,8 @@ class RiskMonitor:
             self.called.discard(key)
             return
         symbol = positions[0].symbol
-        multi = any(p.symbol != symbol for p in positions)
-        if key in self.called or multi:
+        multi = len(positions) > 1 and any(p.symbol != symbol for p in positions)
+        if multi or key in self.called:
             self.forget(key)
             symbols = sorted({p.symbol for p in positions})
             for sym in symbols:
@@ -211,6 +221,20 @@ class RiskMonitor:
         (s.longs if long else s.shorts).add((trigger, key))
         self._entry[key] = entry
         self._indexed.setdefault(key[0], set()).add(key)
+
+    def safe_by_index(self, key: UnitKey) -> bool:
+        """True if the unit's index entry says the current price is short of its trigger: its margin ratio is then
+        below the call threshold (the trigger is rounded toward the price, so this is never wrong the other way).
+        False where it cannot say: no entry (in margin call, several symbols, no trigger) or no price yet."""
+        entry = self._entry.get(key)
+        if entry is None:
+            return False
+        symbol, long, trigger = entry
+        m = self.clearing.markets[symbol]
+        price = m.mark_price or m.last_price
+        if not price:
+            return False
+        return price > trigger if long else price < trigger
 
     def multi_units(self, symbol: str) -> list[UnitKey]:
         """The cross accounts holding `symbol` and at least one other symbol, in key order."""

@@ -149,6 +149,8 @@ class Liquidator:
             self.publish_quantiles(out)
 
     def _check(self, key: UnitKey, out: list[Event]) -> None:
+        if self.monitor.safe_by_index(key):  # the exact ratio would say SAFE, and the unit is not in margin call
+            return
         acct = self.clearing.accounts.get(key[0])
         if acct is None or not self._unit_positions(acct, key):
             return
