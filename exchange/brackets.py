@@ -39,13 +39,17 @@ class Bracket(msgspec.Struct, frozen=True):
 class BracketTable:
     """The tiers of one symbol, ordered by floor, with `cum` derived by the recursion."""
 
-    __slots__ = ("brackets", "_caps", "_floors")
+    __slots__ = ("brackets", "ends", "_caps", "_floors")
 
     def __init__(self, brackets: list[Bracket]) -> None:
         if not brackets or brackets[0].floor != 0:
             raise ValueError("the first bracket must start at notional 0")
+        if [b.number for b in brackets] != list(range(1, len(brackets) + 1)):
+            raise ValueError("brackets must be numbered 1, 2, … in order")
         self.brackets = brackets
         self._floors = [b.floor for b in brackets]
+        #: by bracket number − 1: where `for_notional` stops choosing it (the next floor; None for the last)
+        self.ends: list[int | None] = [*self._floors[1:], None]
         self._caps: dict[int, int] = {}  # leverage -> max_notional_for_leverage (the tiers never change)
 
     @classmethod

@@ -80,6 +80,7 @@ _SHORT = PositionSide.SHORT
 _CROSS = MarginMode.CROSS
 _ISOLATED = MarginMode.ISOLATED
 _MARK_NOTIONAL = MaintenanceBase.MARK_NOTIONAL
+_ONE_WAY = PositionMode.ONE_WAY
 
 #: stamp(market or None) -> (seq, symbol_seq, ts) for the next event.
 Stamp = Callable[[Market | None], tuple[int, int, int]]
@@ -369,7 +370,7 @@ class Clearing:
         if acct is None:
             return RejectReason.UNKNOWN_ACCOUNT
         ps = cmd.position_side
-        if acct.position_mode is PositionMode.ONE_WAY:
+        if acct.position_mode is _ONE_WAY:
             if ps is not _BOTH:
                 return RejectReason.POSITION_SIDE_MISMATCH
         elif ps is not _LONG and ps is not _SHORT:

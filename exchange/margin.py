@@ -21,6 +21,10 @@ from typing import NamedTuple
 from exchange.brackets import PPM, Bracket, BracketTable
 from exchange.venue import MaintenanceBase
 
+# Bound once: reading a member through the enum class costs a descriptor call each time (CPython 3.11).
+_MARK_NOTIONAL = MaintenanceBase.MARK_NOTIONAL
+_ENTRY_NOTIONAL = MaintenanceBase.ENTRY_NOTIONAL
+
 
 class Leg(NamedTuple):
     """One position (one-way, or one side of a hedge) of the symbol a liquidation price is for."""
@@ -46,7 +50,7 @@ def unrealized_pnl(qty: int, cost: int, mark: int, k: int) -> int:
 
 def maintenance_margin(qty: int, cost: int, mark: int, k: int, table: BracketTable, base: MaintenanceBase) -> int:
     """MM of one position: notional × MMR − cum, bracket by that notional; rounds up."""
-    notional = abs(qty) * mark * k if base is MaintenanceBase.MARK_NOTIONAL else abs(cost)
+    notional = abs(qty) * mark * k if base is _MARK_NOTIONAL else abs(cost)
     bracket = table.for_notional(notional)
     return ceil_div(notional * bracket.mmr, PPM) - bracket.cum
 
@@ -69,7 +73,7 @@ def _solve(legs: Sequence[Leg], brackets: Sequence[Bracket | None], wb: int, tmm
         den -= ratio * leg.qty * k
         if b is None:
             continue
-        if base is MaintenanceBase.MARK_NOTIONAL:
+        if base is _MARK_NOTIONAL:
             # MM charged at the price's own notional: + cum on top, |q| × MMR × P below
             num += PPM * b.cum
             den += abs(leg.qty) * k * b.mmr
@@ -92,7 +96,7 @@ def _liquidation_ratio(
     if len(legs) == 1:
         leg = legs[0]
         return _one_leg_ratio(leg.qty, leg.cost, leg.table, wb, tmm_other, upnl_other, k, base, mark, ratio)
-    if base is MaintenanceBase.ENTRY_NOTIONAL:
+    if base is _ENTRY_NOTIONAL:
         brackets = [leg.table.for_notional(abs(leg.cost)) for leg in legs]
         return _solve(legs, brackets, wb, tmm_other, upnl_other, k, base, ratio)
     brackets = [leg.table.for_notional(abs(leg.qty) * mark * k if mark else abs(leg.cost)) for leg in legs]
@@ -123,7 +127,7 @@ def _one_leg_ratio(
     """
     fixed = ratio * (wb + upnl_other - cost) - PPM * tmm_other
     den_fixed = -ratio * qty * k
-    if base is MaintenanceBase.ENTRY_NOTIONAL:
+    if base is _ENTRY_NOTIONAL:
         notional = abs(cost)
         b = table.for_notional(notional)
         num, den = fixed - PPM * (ceil_div(notional * b.mmr, PPM) - b.cum), den_fixed
@@ -138,9 +142,11 @@ def _one_leg_ratio(
             num, den = -num, -den
         if den == 0 or num <= 0:
             return num, den
-        nxt = table.for_notional(qk * num // den)  # the bracket at the LP's notional, floored
-        if nxt is b:  # (a table hands out its own Bracket objects)
-            return num, den
+        at_lp = qk * num // den  # the LP's notional, floored
+        end = table.ends[b.number - 1]
+        if b.floor <= at_lp and (end is None or at_lp < end):
+            return num, den  # the bracket at the LP is b: `table.for_notional(at_lp) is b`, without the search
+        nxt = table.for_notional(at_lp)
         if seen is None:
             seen = set()
         elif nxt.number in seen:
@@ -217,7 +223,7 @@ def bankruptcy_ratio(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: i
     legs = [leg for leg in legs if leg.qty]
     if not legs:
         return 0, 0
-    return _solve(legs, [None] * len(legs), wb, tmm_other, upnl_other, k, MaintenanceBase.MARK_NOTIONAL)
+    return _solve(legs, [None] * len(legs), wb, tmm_other, upnl_other, k, _MARK_NOTIONAL)
 
 
 def bankruptcy_price(legs: Sequence[Leg], wb: int, tmm_other: int, upnl_other: int, k: int) -> Fraction | None:

@@ -57,6 +57,11 @@ class SymbolRisk:
         self.multi: set[UnitKey] = set()
 
 
+_SAFE, _CALL, _LIQUIDATE = Verdict.SAFE, Verdict.CALL, Verdict.LIQUIDATE
+#: a unit key's position side (its value) back to the member: a dict read, not an enum call
+SIDE_OF_VALUE = {side.value: side for side in PositionSide}
+
+
 class RiskMonitor:
     def __init__(self, clearing: Clearing, call_ratio_ppm: int | None = None) -> None:
         self.clearing = clearing
@@ -103,7 +108,7 @@ class RiskMonitor:
         c = self.clearing
         acct = c.accounts[key[0]]
         if key[1]:
-            pos = acct.positions.get((key[1], PositionSide(key[2])))
+            pos = acct.positions.get((key[1], SIDE_OF_VALUE[key[2]]))
             if pos is None or not pos.qty:
                 return 0, 0
             _, mm, upnl = c.position_figures(pos)
@@ -122,12 +127,12 @@ class RiskMonitor:
     def verdict(self, key: UnitKey) -> Verdict:
         mm, mb = self.ratio(key)
         if not mm and mb >= 0:
-            return Verdict.SAFE
+            return _SAFE
         if mm >= mb:  # margin ratio MM / MB ≥ 100% (or MB ≤ 0)
-            return Verdict.LIQUIDATE
+            return _LIQUIDATE
         if mm * PPM >= self.call_ppm * mb:
-            return Verdict.CALL
-        return Verdict.SAFE
+            return _CALL
+        return _SAFE
 
     # ------------------------------------------------------------ index
     def forget(self, key: UnitKey) -> None:
@@ -177,7 +182,7 @@ class RiskMonitor:
         c = self.clearing
         acct = c.accounts[key[0]]
         if key[1]:
-            pos = acct.positions[(key[1], PositionSide(key[2]))]
+            pos = acct.positions[(key[1], SIDE_OF_VALUE[key[2]])]
             positions = [pos]
             wb = pos.isolated_margin
         else:

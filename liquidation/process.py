@@ -38,11 +38,12 @@ from exchange.instrument import BAND_DEN
 from exchange.market import Market
 from insurance.fund import InsuranceFund
 from liquidation.auto_margin import auto_add_amount
-from liquidation.monitor import RiskMonitor, UnitKey, Verdict
+from liquidation.monitor import SIDE_OF_VALUE, RiskMonitor, UnitKey, Verdict
 
 _ISOLATED = MarginMode.ISOLATED
 _BUY = Side.BUY
 _SELL = Side.SELL
+_CALL, _LIQUIDATE = Verdict.CALL, Verdict.LIQUIDATE
 #: A cascade re-checks the accounts its own fills touched; this bounds the rounds (each closes positions).
 _MAX_ROUNDS = 1000
 
@@ -155,9 +156,9 @@ class Liquidator:
         if acct is None or not self._unit_positions(acct, key):
             return
         verdict = self.monitor.verdict(key)
-        if verdict is Verdict.LIQUIDATE:
+        if verdict is _LIQUIDATE:
             self.liquidate(key, out)
-        elif verdict is Verdict.CALL:
+        elif verdict is _CALL:
             if key not in self.monitor.called:
                 self._margin_call(key, out)
                 self.monitor.set_called(key, True)
@@ -169,12 +170,12 @@ class Liquidator:
         ratio = mm * 1_000_000 // mb if mb > 0 else 10**12
         m = self.clearing.markets.get(key[1]) if key[1] else None
         seq, sseq, ts = self.clearing.stamp(m)
-        side = PositionSide(key[2]) if key[1] else PositionSide.BOTH
+        side = SIDE_OF_VALUE[key[2]] if key[1] else PositionSide.BOTH
         out.append(MarginCall(seq, sseq, ts, key[0], key[1], side, ratio, mm, mb))
 
     def _unit_positions(self, acct: Account, key: UnitKey) -> list[Position]:
         if key[1]:
-            pos = acct.positions.get((key[1], PositionSide(key[2])))
+            pos = acct.positions.get((key[1], SIDE_OF_VALUE[key[2]]))
             return [pos] if pos is not None and pos.qty and pos.settings.margin_mode is _ISOLATED else []
         return self.monitor.cross_positions(acct, key[2])
 
@@ -191,7 +192,7 @@ class Liquidator:
         if monitor.verdict(key) is not Verdict.LIQUIDATE:
             return self._settle_state(key, out)
         if key[1]:
-            pos = acct.positions[(key[1], PositionSide(key[2]))]
+            pos = acct.positions[(key[1], SIDE_OF_VALUE[key[2]])]
             # 2. auto margin addition, where the position has it on
             if pos.auto_add and self._auto_add(acct, pos, out) and monitor.verdict(key) is not Verdict.LIQUIDATE:
                 return self._settle_state(key, out)
