@@ -499,7 +499,7 @@ class Clearing:
         ins = m.instrument
         k = ins.atoms_per_tick_lot
         asset = ins.settlement_asset
-        pos = acct.position(ins.symbol, pside)
+        pos = acct.positions.get((ins.symbol, pside)) or acct.position(ins.symbol, pside)
         settings = pos.settings
         isolated = settings.margin_mode is _ISOLATED
         treasury = self.treasury
@@ -508,14 +508,14 @@ class Clearing:
         pnl = shortfall = 0
         opened = qty
         if pos.qty and (pos.qty > 0) != (signed > 0):
-            closed = min(qty, abs(pos.qty))
+            open_qty = pos.qty if pos.qty > 0 else -pos.qty
+            closed = qty if qty < open_qty else open_qty  # min(qty, |q|)
             opened = qty - closed
             pnl, removed = realized_on_close(pos.qty, pos.cost, closed, price, k)
             if isolated and liquidation:
                 pos.isolated_margin += pnl
             elif isolated:
-                pos.isolated_margin, to_wallet, shortfall = isolated_reduce(pos.isolated_margin, abs(pos.qty), closed,
-                                                                            pnl)
+                pos.isolated_margin, to_wallet, shortfall = isolated_reduce(pos.isolated_margin, open_qty, closed, pnl)
                 wallet += to_wallet
             else:
                 wallet += pnl
@@ -530,26 +530,27 @@ class Clearing:
                 move = min(ceil_div(opened * price * k, settings.leverage), max(wallet, 0))
                 wallet -= move
                 pos.isolated_margin += move
-        fee = ceil_div(qty * price * k * fee_ppm, PPM)
+        fee = -((-qty * price * k * fee_ppm) // PPM)  # ceil_div: the fee rounds up
         if isolated and liquidation:
             fee = min(fee, max(pos.isolated_margin, 0))
             pos.isolated_margin -= fee
             if pos.isolated_margin < 0:
                 shortfall, pos.isolated_margin = -pos.isolated_margin, 0
         else:
-            fee = min(fee, max(wallet, 0))
+            cap = wallet if wallet > 0 else 0  # fee = min(fee, max(wallet, 0))
+            if fee > cap:
+                fee = cap
             wallet -= fee
         if wallet < 0:
             shortfall, wallet = shortfall - wallet, 0
         acct.wallet[asset] = wallet
-        fund = self.fund_account().wallet
         if liquidation:
-            treasury.credit(fund, asset, fee)
+            treasury.credit(self.fund_account().wallet, asset, fee)
             self.clearance_fees += fee
         else:
             treasury.credit(treasury.fee_income, asset, fee)
         if shortfall:
-            treasury.credit(fund, asset, -shortfall)
+            treasury.credit(self.fund_account().wallet, asset, -shortfall)
             self.shortfalls += shortfall
             if liquidation:
                 self.liquidation_shortfalls += shortfall  # the liquidator publishes it with the liquidation
@@ -890,12 +891,26 @@ class Clearing:
 
 def _orders_im(q: int, side: PositionSide, lev: int, k: int, bq: int, bn: int, sq: int, sn: int) -> int:
     """The initial margin of open orders (Σ buy qty `bq`, notional `bn` in tick·lots; `sq`, `sn` the sells) of a
-    position of `q` lots: only the part that would open or increase it holds margin; one-way the worse side."""
-    buy_open = max(0, bq - max(0, -q)) if side is _BOTH else (bq if side is _LONG else 0)
-    sell_open = max(0, sq - max(0, q)) if side is _BOTH else (sq if side is _SHORT else 0)
-    buy_im = ceil_div(bn * buy_open * k, bq * lev) if buy_open else 0
-    sell_im = ceil_div(sn * sell_open * k, sq * lev) if sell_open else 0
-    return max(buy_im, sell_im)
+    position of `q` lots: only the part that would open or increase it holds margin; one-way the worse side.
+
+    One-way: buy_open = max(0, bq − max(0, −q)), sell_open = max(0, sq − max(0, q)); hedge: the position's opening
+    side only. Each side's IM = ceil(notional × open / (qty × leverage)). (Comparisons rather than max() and
+    ceil_div() calls: every order's margin check comes here twice.)
+    """
+    if side is _BOTH:
+        buy_open = bq + q if q < 0 else bq  # orders first close the short
+        sell_open = sq - q if q > 0 else sq  # ... or the long
+        if buy_open < 0:
+            buy_open = 0
+        if sell_open < 0:
+            sell_open = 0
+    elif side is _LONG:
+        buy_open, sell_open = bq, 0
+    else:
+        buy_open, sell_open = 0, sq
+    buy_im = -((-bn * buy_open * k) // (bq * lev)) if buy_open else 0
+    sell_im = -((-sn * sell_open * k) // (sq * lev)) if sell_open else 0
+    return buy_im if buy_im > sell_im else sell_im
 
 
 def _unattached(m: Market | None) -> tuple[int, int, int]:
