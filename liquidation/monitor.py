@@ -159,14 +159,15 @@ class RiskMonitor:
         if acct.id == FUND_ACCOUNT:
             return []
         positions = acct.positions
+        one: Position | None = None
         if len(positions) == 1:  # the common case, one position: its unit without `units_of`'s lists and sets
-            (pos,) = positions.values()
-            if not pos.qty:
+            (one,) = positions.values()
+            if not one.qty:
                 units: list[UnitKey] = []
-            elif pos.settings.margin_mode is _ISOLATED:
-                units = [(pos.account, pos.symbol, pos.position_side.value)]
+            elif one.settings.margin_mode is _ISOLATED:
+                units = [(one.account, one.symbol, one.position_side.value)]
             else:
-                units = [(acct.id, "", self.clearing.markets[pos.symbol].instrument.settlement_asset)]
+                units = [(acct.id, "", self.clearing.markets[one.symbol].instrument.settlement_asset)]
         else:
             units = self.units_of(acct)
         indexed = self._indexed.get(acct.id)
@@ -174,20 +175,27 @@ class RiskMonitor:
             for key in sorted(indexed.difference(units)):
                 self.forget(key)
                 self.called.discard(key)
-        for key in sorted(units) if len(units) > 1 else units:
-            self.reindex(key)
+        if one is not None and units:
+            key = units[0]
+            self._index(key, [one], one.isolated_margin if key[1] else acct.wallet.get(key[2], 0))
+        else:
+            for key in sorted(units) if len(units) > 1 else units:
+                self.reindex(key)
         return units
 
     def reindex(self, key: UnitKey) -> None:
-        c = self.clearing
-        acct = c.accounts[key[0]]
+        """Index a unit anew: at its trigger price, or in its symbols' re-checked sets (in margin call, or a
+        cross account holding several symbols), or nowhere (no positions, no trigger)."""
+        acct = self.clearing.accounts[key[0]]
         if key[1]:
             pos = acct.positions[(key[1], SIDE_OF_VALUE[key[2]])]
-            positions = [pos]
-            wb = pos.isolated_margin
+            self._index(key, [pos], pos.isolated_margin)
         else:
-            positions = self.cross_positions(acct, key[2])
-            wb = acct.wallet.get(key[2], 0)
+            self._index(key, self.cross_positions(acct, key[2]), acct.wallet.get(key[2], 0))
+
+    def _index(self, key: UnitKey, positions: list[Position], wb: int) -> None:
+        """`reindex`, given the unit's open positions and its wallet balance (isolated: the position's margin)."""
+        c = self.clearing
         if not positions:
             self.forget(key)
             self.called.discard(key)
