@@ -270,38 +270,37 @@ class Clearing:
         table = self._brackets[symbol]
         base = self.profile.maintenance_base
         price = m.mark_price or m.last_price  # reference_price
+        tmm = upnl = 0
         if pos.settings.margin_mode is _ISOLATED:
             wb = pos.isolated_margin
-            long = qty > 0
-            pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, 0, 0, k, base, price, long)
-            pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, 0, 0, k, long)
-            return
-        # cross: every cross leg of this symbol shares one LP; the other symbols enter as TMM1 and UPNL1
-        # (one pass over the positions: the legs of this symbol, and `cross_totals` of the others)
-        asset = ins.settlement_asset
-        acct = self.accounts[pos.account]
-        same: list[Position] = []
-        tmm = upnl = 0
-        markets = self.markets
-        for p in acct.positions.values():
-            if not p.qty or p.settings.margin_mode is _ISOLATED:
-                continue
-            if p.symbol == symbol:
-                same.append(p)
-            elif markets[p.symbol].instrument.settlement_asset == asset:
-                _, p_mm, p_upnl = self.position_figures(p)
-                tmm += p_mm
-                upnl += p_upnl
-        wb = acct.wallet.get(asset, 0)
-        if len(same) == 1:
-            long = qty > 0
-            pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, tmm, upnl, k, base, price, long)
-            pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, tmm, upnl, k, long)
-            return
-        legs = [Leg(p.qty, p.cost, table) for p in same]
-        long = sum(p.qty for p in same) > 0
-        pos.liq_ticks = liquidation_ticks(legs, wb, tmm, upnl, k, base, price, long)
-        pos.bankruptcy_ticks = bankruptcy_ticks(legs, wb, tmm, upnl, k, long)
+        else:
+            # cross: every cross leg of this symbol shares one LP; the other symbols enter as TMM1 and UPNL1
+            asset = ins.settlement_asset
+            acct = self.accounts[pos.account]
+            wb = acct.wallet.get(asset, 0)
+            if len(acct.positions) > 1:  # (an account's only position is this one: no other leg, TMM1 = UPNL1 = 0)
+                # one pass over the positions: the legs of this symbol, and `cross_totals` of the others
+                same: list[Position] = []
+                markets = self.markets
+                for p in acct.positions.values():
+                    if not p.qty or p.settings.margin_mode is _ISOLATED:
+                        continue
+                    if p.symbol == symbol:
+                        same.append(p)
+                    elif markets[p.symbol].instrument.settlement_asset == asset:
+                        _, p_mm, p_upnl = self.position_figures(p)
+                        tmm += p_mm
+                        upnl += p_upnl
+                if len(same) > 1:  # hedge mode, LONG and SHORT both open
+                    legs = [Leg(p.qty, p.cost, table) for p in same]
+                    long = sum(p.qty for p in same) > 0
+                    pos.liq_ticks = liquidation_ticks(legs, wb, tmm, upnl, k, base, price, long)
+                    pos.bankruptcy_ticks = bankruptcy_ticks(legs, wb, tmm, upnl, k, long)
+                    return
+        # one leg (isolated, or the symbol's only cross leg): the single-leg forms, no Leg built
+        long = qty > 0
+        pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, tmm, upnl, k, base, price, long)
+        pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, tmm, upnl, k, long)
 
     # ------------------------------------------------------------ events
     def _position_event(self, out: list[Event], pos: Position, reason: PositionReason, pnl: int = 0, fee: int = 0,
