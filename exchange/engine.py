@@ -391,13 +391,10 @@ class Engine:
                 m.last_price = price
                 clearing.exposure_remove(maker, qty, not maker.leaves)
                 book_fill(out, m, taker_acct, tpside, side, qty, price, taker_fee, trade_id, taker_reason, taker_liq)
+                # (a maker is never a LIQUIDATION order: those are IOC, `send_ioc`, and never rest)
                 maker_acct = accounts[maker.account]
-                if maker.order_type is _LIQUIDATION:
-                    book_fill(out, m, maker_acct, maker.position_side, maker.side, qty, price, ins.clearance_fee_ppm,
-                              trade_id, PositionReason.LIQUIDATION, True)
-                else:
-                    book_fill(out, m, maker_acct, maker.position_side, maker.side, qty, price,
-                              maker_acct.maker_fee_ppm, trade_id, _TRADE_REASON)
+                book_fill(out, m, maker_acct, maker.position_side, maker.side, qty, price, maker_acct.maker_fee_ppm,
+                          trade_id, _TRADE_REASON)
                 touched.add((maker.account, maker.position_side))
                 if maker.leaves:
                     maker.status = _PARTIAL

@@ -86,6 +86,14 @@ class RiskMonitor:
 
     def units_of(self, acct: Account) -> list[UnitKey]:
         """The risk units of an account: each open isolated position, and its cross book per asset."""
+        positions = acct.positions
+        if len(positions) == 1:  # the common case, one position: its unit without the list and set below
+            (pos,) = positions.values()
+            if not pos.qty:
+                return []
+            if pos.settings.margin_mode is _ISOLATED:
+                return [self.isolated_key(pos)]
+            return [(acct.id, "", self.clearing.markets[pos.symbol].instrument.settlement_asset)]
         keys: list[UnitKey] = []
         assets: set[str] = set()
         for pos in acct.positions.values():
@@ -158,26 +166,16 @@ class RiskMonitor:
         """
         if acct.id == FUND_ACCOUNT:
             return []
-        positions = acct.positions
-        one: Position | None = None
-        if len(positions) == 1:  # the common case, one position: its unit without `units_of`'s lists and sets
-            (one,) = positions.values()
-            if not one.qty:
-                units: list[UnitKey] = []
-            elif one.settings.margin_mode is _ISOLATED:
-                units = [(one.account, one.symbol, one.position_side.value)]
-            else:
-                units = [(acct.id, "", self.clearing.markets[one.symbol].instrument.settlement_asset)]
-        else:
-            units = self.units_of(acct)
+        units = self.units_of(acct)
         indexed = self._indexed.get(acct.id)
-        if indexed and (len(indexed) != len(units) or not indexed.issuperset(units)):
+        if indexed and not indexed.issubset(units):
             for key in sorted(indexed.difference(units)):
                 self.forget(key)
                 self.called.discard(key)
-        if one is not None and units:
+        if units and len(acct.positions) == 1:  # its only position is the unit's: index it from there
+            (pos,) = acct.positions.values()
             key = units[0]
-            self._index(key, [one], one.isolated_margin if key[1] else acct.wallet.get(key[2], 0))
+            self._index(key, [pos], pos.isolated_margin if key[1] else acct.wallet.get(key[2], 0))
         else:
             for key in sorted(units) if len(units) > 1 else units:
                 self.reindex(key)
