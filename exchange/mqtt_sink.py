@@ -431,7 +431,6 @@ class Publisher:
         self._next_id = 0
         mod: Any = msgspec.json if cfg.payload_format == "json" else msgspec.msgpack
         self._dict_decode = mod.decode
-        self._raw_decode = mod.Decoder(list[msgspec.Raw]).decode  # an encoded list -> each event's bytes
         # inline: event class -> (routing key getter, key -> topics); worker: topic-set id -> topics
         self._routes: dict[type, tuple[Callable[[Any], Any], dict[Any, tuple[TopicState, ...]]]] = {}
         self._sets: list[tuple[TopicState, ...]] = []
@@ -487,14 +486,14 @@ class Publisher:
 
     # ------------------------------------------------------------------ intake
     def ingest(self, chunk: Chunk) -> None:
-        """Inline intake: the engine's steps. Their events are encoded with one msgspec call and split into
-        each event's bytes (msgspec.Raw), which every mode publishes as they are."""
+        """Inline intake: the engine's steps. Their events are encoded with one msgspec call and cut into
+        one part per event (`Codec.parts`), which every mode publishes as they are."""
         evs = [ev for _cmd, events in chunk for ev in events]
         if not evs:
             return
         counts = [len(events) for _cmd, events in chunk] if self._per_step else None
         routed = self._route_events(evs)
-        self._add(routed, self._raw_decode(self.codec.encode(evs)), counts, set(routed))
+        self._add(routed, self.codec.parts(self.codec.encode(evs), len(evs)), counts, dict.fromkeys(routed))
         if self._pending:
             self.close_window()
 
@@ -519,7 +518,8 @@ class Publisher:
                 sets[k] = tuple(topic(name) for name in names)
             off += ndefs
         sets = self._sets
-        self._add(map(sets.__getitem__, ids), self._raw_decode(body[off:]), counts, [sets[i] for i in set(ids)])
+        self._add(map(sets.__getitem__, ids), self.codec.parts(body[off:], nevents), counts,
+                  [sets[i] for i in set(ids)])
 
     @property
     def _per_step(self) -> bool:
@@ -543,18 +543,17 @@ class Publisher:
             add(states)
         return out
 
-    def _add(self, routed: Iterable[tuple[TopicState, ...]], raws: list[msgspec.Raw], counts: Any,
+    def _add(self, routed: Iterable[tuple[TopicState, ...]], raws: list[Any], counts: Any,
              touched: Iterable[tuple[TopicState, ...]] = ()) -> None:
-        """Batch (or, in event mode, publish) each encoded event on its topics (`touched`: the distinct topic
-        sets of `routed`, whose batches may have reached their size limit)."""
+        """Batch (or, in event mode, publish) each encoded event (its part, `Codec.parts`) on its topics
+        (`touched`: the distinct topic sets of `routed`, whose batches may have reached their size limit)."""
         n = len(raws)
         if self.cfg.mode == "event":
-            single, out = self.codec.single, self._push
+            single, out = self.codec.single_of_part, self._push
             for states, raw in zip(routed, raws, strict=True):
-                b = bytes(raw)
                 for st in states:
                     st.seq += 1
-                    out(_Msg(st.name, single(b, st.seq), st.retain, 1))
+                    out(_Msg(st.name, single(raw, st.seq), st.retain, 1))
         elif counts is not None:  # batch_window 0: the batches of every engine step at the end of that step
             self._open_window()
             dirty: list[TopicState] = []
@@ -634,7 +633,7 @@ class Publisher:
             items.clear()
 
     def _emit_part(self, st: TopicState, part: list[Any]) -> None:
-        payload = self.codec.batch(st, part, st.seq + 1)
+        payload = self.codec.batch_of_parts(st, part, st.seq + 1)
         if len(payload) > self.cfg.batch_max_bytes and len(part) > 1:  # split in two, each checked again
             half = len(part) // 2
             self._emit_part(st, part[:half])

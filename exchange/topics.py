@@ -197,7 +197,7 @@ class TopicState:
         self.name_bytes = name.encode()
         self.retain = retain
         self.seq = 0  # last topic_seq assigned (published or counted as dropped)
-        self.pending: list[Any] = []  # the encoded events (msgspec.Raw) of the batch being built
+        self.pending: list[Any] = []  # the encoded events (parts, Codec.parts) of the batch being built
         self.add = self.pending.append
 
 
@@ -308,8 +308,21 @@ class BatchEnvelope(msgspec.Struct, gc=False):
 BATCH_PREFIX = {"json": b'{"type":"batch"', "msgpack": b"\x89\xa4type\xa5batch"}
 
 
+#: JSON: how every encoded event starts (msgspec writes the tag first), and what separates two events in an
+#: encoded list. A `"` inside a JSON string is always escaped, so the separator occurs in an encoded list of
+#: events only between two of them, as long as no event nests an object whose first key is "type" (none
+#: does; `Codec.parts` checks the count and falls back to a full decode if one ever did).
+_JSON_HEAD = b'{"type":"'
+_JSON_SEP = b',{"type":"'
+
+
 class Codec:
-    """Encodes events and wraps them as per-event or batch payloads, in JSON or msgpack."""
+    """Encodes events and wraps them as per-event or batch payloads, in JSON or msgpack.
+
+    The publisher works on *parts*: an encoded list of events is cut into one part per event once
+    (`parts`), and each part is copied verbatim into every payload that carries it (`batch_of_parts`,
+    `single_of_part`). In JSON a part is the event's encoding minus its leading `{"type":"` (a cut at a
+    fixed separator, with no parsing); in msgpack it is a msgspec.Raw of the event's encoding."""
 
     def __init__(self, fmt: str = "json", schema: int = SCHEMA_VERSION) -> None:
         if fmt not in ("json", "msgpack"):
@@ -320,11 +333,13 @@ class Codec:
         if fmt == "json":
             self.encode = msgspec.json.Encoder().encode
             self._seq_decode = msgspec.json.Decoder(_SeqOnly).decode
+            self._raw_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
             self._head = b'{"schema":%d,"topic_seq":' % schema
         else:
             self._mp = msgspec.msgpack.Encoder()
             self.encode = self._mp.encode
             self._seq_decode = msgspec.msgpack.Decoder(_SeqOnly).decode
+            self._raw_list = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
             self._mp_schema = b"\xa6schema" + self._mp.encode(schema) + b"\xa9topic_seq"
 
     def single(self, encoded: bytes, topic_seq: int) -> bytes:
@@ -337,21 +352,52 @@ class Codec:
         """The global seq of an encoded event (bytes or msgspec.Raw)."""
         return self._seq_decode(encoded).seq
 
+    # ------------------------------------------------------------------ parts
+    def parts(self, encoded_list: Any, n: int) -> list[Any]:
+        """The parts of `encoded_list` (bytes-like), the encoding of a list of `n` events."""
+        if self.format == "json":
+            data = bytes(encoded_list)
+            out = data.split(_JSON_SEP)
+            if len(out) == n and data.startswith(b"[" + _JSON_HEAD):
+                out[0] = out[0][len(_JSON_HEAD) + 1:]
+                out[-1] = out[-1][:-1]  # (the list's closing bracket)
+                return out
+            cut = len(_JSON_HEAD)  # a nested {"type": ...}: decode the list to find the events
+            return [bytes(raw)[cut:] for raw in self._raw_list(data)]
+        return self._raw_list(encoded_list)
+
+    def part_of(self, ev: Any) -> Any:
+        """The part of one event (a Struct, its encoding as bytes, or a msgspec.Raw)."""
+        if not isinstance(ev, bytes | bytearray | memoryview | msgspec.Raw):
+            ev = self.encode(ev)
+        if self.format == "json":
+            return bytes(ev)[len(_JSON_HEAD):]
+        return msgspec.Raw(ev) if not isinstance(ev, msgspec.Raw) else ev
+
+    def _part_seq(self, part: Any) -> int:
+        return self._seq_decode(_JSON_HEAD + part if self.format == "json" else part).seq
+
+    def single_of_part(self, part: Any, topic_seq: int) -> bytes:
+        """The per-event payload of a part (as `single`)."""
+        if self.format == "json":
+            return b"".join((self._head, str(topic_seq).encode(), b',"type":"', part))
+        return self.single(bytes(part), topic_seq)
+
+    def batch_of_parts(self, st: TopicState, parts: list[Any], first_topic_seq: int) -> bytes:
+        """The batch payload of `parts`, the events of topic `st` with topic_seq first_topic_seq, +1, ...;
+        every part copied once, verbatim."""
+        n = len(parts)
+        env = BatchEnvelope("batch", self.schema, st.name, n, self._part_seq(parts[0]), self._part_seq(parts[-1]),
+                            first_topic_seq, first_topic_seq + n - 1, [] if self.format == "json" else parts)
+        if self.format == "json":  # the envelope with an empty list, the events joined into it
+            head = self.encode(env)
+            return b"".join((head[:-2], _JSON_HEAD, _JSON_SEP.join(parts), b"]}"))
+        return self.encode(env)
+
     def batch(self, st: TopicState, items: list[Any], first_topic_seq: int) -> bytes:
-        """The batch payload of `items`, the events of topic `st` with topic_seq first_topic_seq, +1, ...:
-        one msgspec call over the list. Items are encoded events (msgspec.Raw, copied verbatim; bytes are
-        wrapped) or event Structs."""
-        n = len(items)
-        first = items[0]
-        if isinstance(first, msgspec.Raw):
-            first_seq, last_seq = self.seq_of(first), self.seq_of(items[-1])
-        elif isinstance(first, bytes | bytearray | memoryview):
-            items = [msgspec.Raw(b) for b in items]
-            first_seq, last_seq = self.seq_of(items[0]), self.seq_of(items[-1])
-        else:
-            first_seq, last_seq = first.seq, items[-1].seq
-        return self.encode(BatchEnvelope("batch", self.schema, st.name, n, first_seq, last_seq, first_topic_seq,
-                                         first_topic_seq + n - 1, items))
+        """The batch payload of `items` (event Structs, or encoded events as bytes or msgspec.Raw), the events
+        of topic `st` with topic_seq first_topic_seq, +1, ..."""
+        return self.batch_of_parts(st, [self.part_of(ev) for ev in items], first_topic_seq)
 
     def notice(self, obj: dict[str, Any], topic_seq: int) -> bytes:
         """A publisher notice (not an engine event) on the system topic."""

@@ -152,6 +152,26 @@ def test_payloads_carry_schema_seq_and_topic_seq_in_both_modes(fmt):
     # the same bytes whether the events come encoded (msgspec.Raw, bytes) or as Structs: one msgspec call
     raws = (msgspec.json if fmt == "json" else msgspec.msgpack).decode(c.encode([t, t2]), type=list[msgspec.Raw])
     assert c.batch(st, raws, 4) == payload == c.batch(st, [t, t2], 4)
+    # the publisher's path: the encoded list cut into parts (JSON: at the separator between two events)
+    parts = c.parts(c.encode([t, t2]), 2)
+    assert c.batch_of_parts(st, parts, 4) == payload
+    assert c.single_of_part(parts[1], 17) == c.single(c.encode(t2), 17)
+
+
+def test_json_parts_survive_strings_and_nested_objects_that_look_like_the_separator():
+    """A part is an event's JSON minus its leading `{"type":"`; a client id holding the separator's
+    characters is escaped inside its string, and a nested object whose first key is "type" (no event type has
+    one today) makes the cut count wrong, which falls back to a full decode."""
+    c = Codec("json")
+    tricky = ',{"type":"x"}'
+    evs = [{"type": "A", "seq": 1, "client_order_id": tricky},
+           {"type": "B", "seq": 2, "nested": [{"type": "C", "n": 1}, {"type": "D", "n": 2}]},
+           {"type": "E", "seq": 3}]
+    parts = c.parts(c.encode(evs), len(evs))
+    assert [msgspec.json.decode(b'{"type":"' + p) for p in parts] == evs
+    payload = c.batch_of_parts(TopicState("p/x", False), parts, 1)
+    assert [(e["type"], e["seq"], e["topic_seq"]) for e in decode_payload(payload)] == [("A", 1, 1), ("B", 2, 2),
+                                                                                         ("E", 3, 3)]
 
 
 class _NullClient:
