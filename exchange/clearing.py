@@ -317,7 +317,7 @@ class Clearing:
 
     def _balance_event(self, out: list[Event], acct: Account, asset: str, wallet: WalletKind, reason: BalanceReason,
                        delta: int, symbol: str = "") -> None:
-        self.touched.add(acct.id)  # its margin changed: the risk monitor re-indexes it after the command
+        self.touched.add(acct.id)  # its margin changed: the risk monitor checks it after the command
         seq, sseq, ts = self._stamp(self.markets.get(symbol) if symbol else None)
         balance = (acct.wallet if wallet is WalletKind.FUTURES else acct.spot).get(asset, 0)
         out.append(BalanceUpdated(seq, sseq, ts, acct.id, asset, wallet, reason, delta, balance, symbol))

@@ -17,8 +17,10 @@ exact integer margin ratio (mechanics.md Part 1 "Units").
   the symbol). This is the stated cost of cross accounts with several symbols.
 
 Index entries change only when a unit changes (a fill, a margin transfer, a
-funding payment, a wallet change): the caller re-indexes the accounts a
-command touched.
+funding payment, a wallet change), and only the next mark tick reads them: a
+command marks the accounts it touched stale (the caller checks their units
+exactly at once), and a tick first re-indexes the stale accounts, each once
+however many commands touched it since the last tick (`refresh`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class RiskMonitor:
         self._places: dict[UnitKey, list[str]] = {}  # key -> symbols whose called/multi sets hold it
         self._indexed: dict[int, set[UnitKey]] = {}  # account -> its keys in _entry or _places
         self.called: set[UnitKey] = set()
+        self.stale: set[int] = set()  # accounts changed since they were last indexed
 
     def _sym(self, symbol: str) -> SymbolRisk:
         s = self.symbols.get(symbol)
@@ -158,6 +161,24 @@ class RiskMonitor:
             keys.discard(key)
             if not keys:
                 del self._indexed[key[0]]
+
+    def touch(self, acct: Account) -> list[UnitKey]:
+        """An account changed: its index entries are stale until the next `refresh`. Returns its units, for the
+        caller that checks them exactly next."""
+        if acct.id == FUND_ACCOUNT:
+            return []
+        self.stale.add(acct.id)
+        return self.units_of(acct)
+
+    def refresh(self) -> None:
+        """Re-index the stale accounts (before the index is read: a mark tick's candidates)."""
+        if self.stale:
+            accounts = self.clearing.accounts
+            for account in sorted(self.stale):
+                acct = accounts.get(account)
+                if acct is not None:
+                    self.reindex_account(acct)
+            self.stale.clear()
 
     def reindex_account(self, acct: Account) -> list[UnitKey]:
         """Re-index every unit of an account after it changed (and drop the units it no longer has).

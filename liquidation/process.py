@@ -105,7 +105,8 @@ class Liquidator:
 
     # ------------------------------------------------------------ triggers
     def after_command(self, out: list[Event]) -> None:
-        """Re-index and check every account the last command touched, until a cascade settles."""
+        """Check every unit of the accounts the last command touched (exactly: their index entries are stale
+        until the next mark tick re-indexes them), until a cascade settles."""
         if self._busy:
             return
         self._epoch += 1
@@ -117,13 +118,12 @@ class Liquidator:
                     break
                 self.clearing.touched = set()
                 keys: list[UnitKey] = []
+                accounts, touch = self.clearing.accounts, self.monitor.touch
                 for account in sorted(touched):
-                    acct = self.clearing.accounts[account]
-                    if account == FUND_ACCOUNT:
-                        continue
-                    keys += self.monitor.reindex_account(acct)  # its units, re-indexed
+                    if account != FUND_ACCOUNT:
+                        keys += touch(accounts[account])  # its units; its index entries now stale
                 for key in keys:
-                    self._check(key, out)
+                    self._check_exact(key, out)
         finally:
             self._busy = False
 
@@ -132,6 +132,7 @@ class Liquidator:
         self._epoch += 1
         mark = m.mark_price
         symbol = m.instrument.symbol
+        self.monitor.refresh()
         # cross accounts holding several symbols: this mark moves their other symbols' liquidation prices
         for key in self.monitor.multi_units(symbol):
             acct = self.clearing.accounts.get(key[0])
@@ -150,8 +151,13 @@ class Liquidator:
             self.publish_quantiles(out)
 
     def _check(self, key: UnitKey, out: list[Event]) -> None:
+        """A unit the index found: checked exactly unless its (fresh) entry already says it is safe."""
         if self.monitor.safe_by_index(key):  # the exact ratio would say SAFE, and the unit is not in margin call
             return
+        self._check_exact(key, out)
+
+    def _check_exact(self, key: UnitKey, out: list[Event]) -> None:
+        """Liquidate, call or release a unit by its exact margin ratio."""
         acct = self.clearing.accounts.get(key[0])
         if acct is None or not self._unit_positions(acct, key):
             return

@@ -705,6 +705,47 @@ def test_k_records_name_the_adl_counterparties() -> None:
         assert account not in s.risk.records
 
 
+# ================================================================== the index between mark ticks
+def test_commands_leave_the_index_stale_and_the_next_tick_reindexes_each_account_once(monkeypatch) -> None:
+    """A command checks the units it touched exactly and only marks their accounts stale; the next mark tick
+    re-indexes every stale account once, however many commands touched it, to the index that re-indexing
+    every account from scratch at that tick gives."""
+    from liquidation.monitor import RiskMonitor
+
+    s = Scenario()
+    for account in (1, 4):
+        s.deposit(account, "10000")
+    s.deposit(2, BIG)
+    s.isolated(1, BTC, leverage=10)
+    s.cross(4, BTC, leverage=20)
+    s.mark(BTC, "80000")
+    s.open(1, BTC, BUY, "0.1", "80000", counterparty=2)
+    s.open(4, BTC, SELL, "0.1", "80000", counterparty=2)
+    s.mark(BTC, "80001")
+    monitor = s.risk.monitor
+    assert not monitor.stale
+    before = dict(monitor._entry)
+    assert iso_key(1) in before and cross_key(4) in before
+    for _ in range(3):  # three fills each, no tick
+        s.open(1, BTC, BUY, "0.01", "80000", counterparty=2)
+        s.open(4, BTC, SELL, "0.01", "80000", counterparty=2)
+    assert monitor.stale == {1, 2, 4}
+    assert monitor._entry == before  # nothing re-indexed by the commands
+
+    reindexed: list[int] = []
+    real = monitor.reindex_account
+    monkeypatch.setattr(monitor, "reindex_account", lambda acct: reindexed.append(acct.id) or real(acct))
+    s.mark(BTC, "80002")
+    assert sorted(reindexed) == [1, 2, 4] and not monitor.stale
+    assert monitor._entry[cross_key(4)] != before[cross_key(4)]  # short 0.13 BTC on the same wallet: a new trigger
+    scratch = RiskMonitor(s.clearing)
+    for acct in s.clearing.accounts.values():
+        scratch.reindex_account(acct)
+    assert monitor._entry == scratch._entry
+    assert {sym: (list(r.longs), list(r.shorts)) for sym, r in monitor.symbols.items() if r.longs or r.shorts} == \
+        {sym: (list(r.longs), list(r.shorts)) for sym, r in scratch.symbols.items() if r.longs or r.shorts}
+
+
 # ================================================================== engine bugs found by these tests
 # They were found by this file and the property test, and are fixed in the engine (they were strict xfails
 # until then): they stay as regression tests.
