@@ -120,8 +120,7 @@ class Liquidator:
                 keys: list[UnitKey] = []
                 accounts, touch = self.clearing.accounts, self.monitor.touch
                 for account in sorted(touched):
-                    if account != FUND_ACCOUNT:
-                        keys += touch(accounts[account])  # its units; its index entries now stale
+                    keys += touch(accounts[account])  # its units (none for the fund); its index entries now stale
                 for key in keys:
                     self._check_exact(key, out)
         finally:
