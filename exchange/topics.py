@@ -348,10 +348,6 @@ class Codec:
             return b"".join((self._head, str(topic_seq).encode(), b",", encoded[1:]))
         return _mp_splice(encoded, self._mp_schema + self._mp.encode(topic_seq), 2)
 
-    def seq_of(self, encoded: Any) -> int:
-        """The global seq of an encoded event (bytes or msgspec.Raw)."""
-        return self._seq_decode(encoded).seq
-
     # ------------------------------------------------------------------ parts
     def parts(self, encoded_list: Any, n: int) -> list[Any]:
         """The parts of `encoded_list` (bytes-like), the encoding of a list of `n` events."""
@@ -375,6 +371,7 @@ class Codec:
         return msgspec.Raw(ev) if not isinstance(ev, msgspec.Raw) else ev
 
     def _part_seq(self, part: Any) -> int:
+        """The global seq of the event a part holds."""
         return self._seq_decode(_JSON_HEAD + part if self.format == "json" else part).seq
 
     def single_of_part(self, part: Any, topic_seq: int) -> bytes:

@@ -180,13 +180,10 @@ class RiskMonitor:
                     self.reindex_account(acct)
             self.stale.clear()
 
-    def reindex_account(self, acct: Account) -> list[UnitKey]:
-        """Re-index every unit of an account after it changed (and drop the units it no longer has).
-
-        Returns its units (`units_of`), for the caller that checks them next.
-        """
+    def reindex_account(self, acct: Account) -> None:
+        """Re-index every unit of an account after it changed (and drop the units it no longer has)."""
         if acct.id == FUND_ACCOUNT:
-            return []
+            return
         units = self.units_of(acct)
         indexed = self._indexed.get(acct.id)
         if indexed and not indexed.issubset(units):
@@ -200,7 +197,6 @@ class RiskMonitor:
         else:
             for key in sorted(units) if len(units) > 1 else units:
                 self.reindex(key)
-        return units
 
     def reindex(self, key: UnitKey) -> None:
         """Index a unit anew: at its trigger price, or in its symbols' re-checked sets (in margin call, or a
