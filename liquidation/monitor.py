@@ -114,17 +114,22 @@ class RiskMonitor:
         return [p for p in acct.positions.values() if p.qty and p.settings.margin_mode is not _ISOLATED
                 and ms[p.symbol].instrument.settlement_asset == asset]
 
-    def ratio(self, key: UnitKey) -> tuple[int, int]:
-        """(maintenance margin, margin balance) of a unit, exact, at current marks."""
+    def figures(self, key: UnitKey) -> tuple[int, int] | None:
+        """(maintenance margin, margin balance) of a unit, exact, at current marks; None if the unit holds no
+        open position (its account is unknown, its isolated position closed or no longer isolated, no cross
+        position open in its asset)."""
         c = self.clearing
-        acct = c.accounts[key[0]]
+        acct = c.accounts.get(key[0])
+        if acct is None:
+            return None
         if key[1]:
             pos = acct.positions.get((key[1], SIDE_OF_VALUE[key[2]]))
-            if pos is None or not pos.qty:
-                return 0, 0
+            if pos is None or not pos.qty or pos.settings.margin_mode is not _ISOLATED:
+                return None
             _, mm, upnl = c.position_figures(pos)
             return mm, pos.isolated_margin + upnl
         mm = upnl = 0
+        found = False
         asset = key[2]
         ms = c.markets
         for pos in acct.positions.values():  # cross_positions, without the list
@@ -133,10 +138,18 @@ class RiskMonitor:
                 _, p_mm, p_upnl = c.position_figures(pos)
                 mm += p_mm
                 upnl += p_upnl
-        return mm, acct.wallet.get(asset, 0) + upnl
+                found = True
+        return (mm, acct.wallet.get(asset, 0) + upnl) if found else None
+
+    def ratio(self, key: UnitKey) -> tuple[int, int]:
+        """`figures`, with (0, 0) for a unit without an open position."""
+        return self.figures(key) or (0, 0)
 
     def verdict(self, key: UnitKey) -> Verdict:
-        mm, mb = self.ratio(key)
+        return self.verdict_of(*self.ratio(key))
+
+    def verdict_of(self, mm: int, mb: int) -> Verdict:
+        """The verdict on a unit of maintenance margin `mm` and margin balance `mb`."""
         if not mm and mb >= 0:
             return _SAFE
         if mm >= mb:  # margin ratio MM / MB ≥ 100% (or MB ≤ 0)

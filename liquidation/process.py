@@ -157,10 +157,10 @@ class Liquidator:
 
     def _check_exact(self, key: UnitKey, out: list[Event]) -> None:
         """Liquidate, call or release a unit by its exact margin ratio."""
-        acct = self.clearing.accounts.get(key[0])
-        if acct is None or not self._unit_positions(acct, key):
+        figures = self.monitor.figures(key)
+        if figures is None:  # no open position left in the unit
             return
-        verdict = self.monitor.verdict(key)
+        verdict = self.monitor.verdict_of(*figures)
         if verdict is _LIQUIDATE:
             self.liquidate(key, out)
         elif verdict is _CALL:
@@ -177,12 +177,6 @@ class Liquidator:
         seq, sseq, ts = self.clearing.stamp(m)
         side = SIDE_OF_VALUE[key[2]] if key[1] else PositionSide.BOTH
         out.append(MarginCall(seq, sseq, ts, key[0], key[1], side, ratio, mm, mb))
-
-    def _unit_positions(self, acct: Account, key: UnitKey) -> list[Position]:
-        if key[1]:
-            pos = acct.positions.get((key[1], SIDE_OF_VALUE[key[2]]))
-            return [pos] if pos is not None and pos.qty and pos.settings.margin_mode is _ISOLATED else []
-        return self.monitor.cross_positions(acct, key[2])
 
     # ------------------------------------------------------------ the flow
     def liquidate(self, key: UnitKey, out: list[Event]) -> None:
@@ -221,7 +215,8 @@ class Liquidator:
         """After a liquidation attempt: re-index the unit and update its call state."""
         acct = self.clearing.accounts[key[0]]
         self.monitor.reindex_account(acct)
-        verdict = self.monitor.verdict(key) if self._unit_positions(acct, key) else Verdict.SAFE
+        figures = self.monitor.figures(key)
+        verdict = self.monitor.verdict_of(*figures) if figures is not None else Verdict.SAFE
         self.monitor.set_called(key, verdict is not Verdict.SAFE)
 
     def _priority(self, pos: Position) -> tuple[int, int, str, str]:
