@@ -58,8 +58,7 @@ from exchange.margin import (
     ceil_div,
     isolated_reduce,
     liquidation_ticks,
-    position_bankruptcy_ticks,
-    position_liquidation_ticks,
+    position_prices,
     realized_on_close,
 )
 from exchange.market import Market
@@ -174,6 +173,7 @@ class Clearing:
         self._stamp = stamp
         for symbol, m in markets.items():
             self.assets.add(m.instrument.settlement_asset)
+            self.open_positions.setdefault(symbol, {})
             if symbol not in self._brackets:
                 self._brackets[symbol] = default_table(symbol, m.instrument.money_atom)
 
@@ -298,9 +298,7 @@ class Clearing:
                     pos.bankruptcy_ticks = bankruptcy_ticks(legs, wb, tmm, upnl, k, long)
                     return
         # one leg (isolated, or the symbol's only cross leg): the single-leg forms, no Leg built
-        long = qty > 0
-        pos.liq_ticks = position_liquidation_ticks(qty, pos.cost, table, wb, tmm, upnl, k, base, price, long)
-        pos.bankruptcy_ticks = position_bankruptcy_ticks(qty, pos.cost, wb, tmm, upnl, k, long)
+        pos.liq_ticks, pos.bankruptcy_ticks = position_prices(qty, pos.cost, table, wb, tmm, upnl, k, base, price)
 
     # ------------------------------------------------------------ events
     def _position_event(self, out: list[Event], pos: Position, reason: PositionReason, pnl: int = 0, fee: int = 0,
@@ -560,7 +558,7 @@ class Clearing:
             acct.wallet[asset] += pos.isolated_margin
             pos.isolated_margin = 0
         self.touched.add(acct.id)
-        held = self.open_positions.setdefault(ins.symbol, {})
+        held = self.open_positions[ins.symbol]
         if pos.qty:
             held[(acct.id, pside)] = pos
         else:

@@ -166,20 +166,24 @@ def position_liquidation_ticks(
     return -((-num) // den) if long else num // den
 
 
-def position_bankruptcy_ticks(qty: int, cost: int, wb: int, tmm_other: int, upnl_other: int, k: int,
-                              long: bool) -> int:
-    """`bankruptcy_ticks` of a single leg (qty ≠ 0), same rounding.
+def position_prices(qty: int, cost: int, table: BracketTable, wb: int, tmm_other: int, upnl_other: int, k: int,
+                    base: MaintenanceBase, mark: int | None) -> tuple[int, int]:
+    """(LP, BP) of a single leg (qty ≠ 0) on the tick grid, given as numbers: `liquidation_ticks` and
+    `bankruptcy_ticks` of that leg, the same results and rounding (0: none), no Leg built, in one call.
 
-    `_solve` with no bracket and r = 1 is P = PPM·(WB + UPNL1 − TMM1 − cost) / (−PPM·q·k); the common
+    The BP is `_solve` with no bracket and r = 1, P = PPM·(WB + UPNL1 − TMM1 − cost) / (−PPM·q·k); the common
     factor PPM does not change a floor or a ceiling, so it is left out.
     """
+    long = qty > 0
+    num, den = _one_leg_ratio(qty, cost, table, wb, tmm_other, upnl_other, k, base, mark)
+    liq = 0 if not den or num <= 0 else -((-num) // den) if long else num // den
     num = wb + upnl_other - tmm_other - cost
     den = -qty * k
     if den < 0:
         num, den = -num, -den
     if not den or num <= 0:
-        return 0
-    return -((-num) // den) if long else num // den
+        return liq, 0
+    return liq, -((-num) // den) if long else num // den
 
 
 def liquidation_price(
