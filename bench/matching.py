@@ -2,7 +2,7 @@
 
     python -m bench.matching [--shape shallow|deep] [--ops N] [--seed S]
                              [--workload FILE] [--write-workload FILE]
-                             [--repeat R] [--json]
+                             [--repeat R] [--margin] [--latency] [--json]
 
 The workload is generated (or read) first and kept in compact integer columns;
 only the replay is timed. The full engine gets every operation as a msgspec
@@ -18,6 +18,11 @@ oid % 64 + 1) with the engine's default self-trade prevention.
 With --repeat R the three engines replay the workload R times, in turn, each
 time from an empty book; the figures are medians (a shared machine is noisy).
 Peak RSS is the process's high-water mark (getrusage), workload included.
+
+With --latency, one more replay (after the timed ones, so they are not
+disturbed) times every `Engine.apply` call on its own (perf_counter_ns before
+and after) and reports percentiles per kind of operation; with --margin, the
+full exchange's too.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bench.workload import (
     ACCOUNTS,
     CANCEL,
     CROSSING,
+    MARKET,
     PASSIVE,
     SHAPES,
     Workload,
@@ -90,6 +96,72 @@ def replay_full(engine: Engine, workload: Workload) -> dict[str, int]:
         "resting_orders": len(engine.orders),
         "rejects": rejects + places - (engine.next_order_id - 1),  # cancels refused + places refused
     }
+
+
+#: operation type -> the latency group it is reported in
+_KIND = {PASSIVE: "passive", CANCEL: "cancel", CROSSING: "aggressive", MARKET: "aggressive"}
+_PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99_9", 0.999))
+
+
+def replay_timed(engine: Engine, workload: Workload) -> dict[str, array]:
+    """`replay_full`, timing each `apply` call alone (ns), grouped by kind of operation (passive limit, cancel,
+    aggressive: market or crossing limit). Building the command is outside the timing."""
+    apply = engine.apply
+    ns = time.perf_counter_ns
+    ids = array("q", bytes(8 * (workload.max_oid() + 1)))
+    sides = _SIDES
+    times = {kind: array("q") for kind in ("passive", "cancel", "aggressive")}
+    for t, oid, side, price, qty in workload:
+        account = oid % ACCOUNTS + 1
+        if t == CANCEL:
+            cmd: PlaceOrder | CancelOrder = CancelOrder(account=account, symbol=SYMBOL, order_id=ids[oid])
+        elif t == MARKET:
+            cmd = PlaceOrder(account=account, symbol=SYMBOL, side=sides[side], qty=qty, order_type=_MARKET)
+        else:
+            cmd = PlaceOrder(account=account, symbol=SYMBOL, side=sides[side], qty=qty, price=price)
+        t0 = ns()
+        out = apply(cmd)
+        t1 = ns()
+        times[_KIND[t]].append(t1 - t0)
+        if t != CANCEL:
+            ids[oid] = out[0].order_id
+    return times
+
+
+def latency_summary(times: dict[str, array]) -> dict[str, dict[str, float | int]]:
+    """Per kind and for all operations: count, mean and percentiles (nearest rank) and max, in µs."""
+    groups = dict(times)
+    groups["all"] = array("q", b"".join(a.tobytes() for a in times.values()))
+    out: dict[str, dict[str, float | int]] = {}
+    for kind, values in groups.items():
+        if not values:
+            continue
+        v = sorted(values)
+        n = len(v)
+        row: dict[str, float | int] = {"ops": n, "mean": round(sum(v) / n / 1000, 2)}
+        for name, q in _PERCENTILES:
+            row[name] = round(v[min(n - 1, int(q * n))] / 1000, 2)
+        row["max"] = round(v[-1] / 1000, 2)
+        out[kind] = row
+    return out
+
+
+def timer_overhead_ns() -> int:
+    """The median cost of the timing itself: two back-to-back perf_counter_ns calls."""
+    ns = time.perf_counter_ns
+    d = []
+    for _ in range(10_001):
+        t0 = ns()
+        d.append(ns() - t0)
+    return sorted(d)[len(d) // 2]
+
+
+def latency(workload: Workload, margin: bool = False) -> dict[str, dict[str, float | int]]:
+    """`replay_timed` through a fresh engine (matcher alone, or the full exchange); the summary."""
+    engine = margin_engine() if margin else Engine()
+    workload.max_oid()
+    gc.collect()
+    return latency_summary(replay_timed(engine, workload))
 
 
 def replay_minimal(engine: MinimalEngine | FloorEngine, workload: Workload) -> dict[str, int]:
@@ -231,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", action="store_true",
                         help="also replay through the full exchange (margin, positions, liquidation monitor) "
                              "and report its slowdown against the margin-free engine")
+    parser.add_argument("--latency", action="store_true",
+                        help="also time every apply() call alone in one more replay: percentiles per kind of "
+                             "operation (with --margin, the full exchange's too)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -247,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         write_workload(workload, args.write_workload)
     result: dict[str, object] = {"shape": shape, "seed": None if args.workload else args.seed}
     result.update(benchmark(workload, args.repeat, args.margin))
+    if args.latency:
+        result["latency_us"] = {"full": latency(workload)}
+        if args.margin:
+            result["latency_us"]["margin"] = latency(workload, margin=True)
+        result["timer_overhead_ns"] = timer_overhead_ns()
     result["mix"] = {k: round(v, 4) for k, v in workload.mix().items()}
     result["book"] = workload.stats
     result["workload_seconds"] = round(gen_seconds, 2)
@@ -273,6 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.margin:
         print(f"with margin:    {result['margin_ops_per_sec']:>10,} ops/s  (clearing + liquidation monitor, "
               f"{result['margin_events']:,} events)  slowdown {result['margin_slowdown']}x")
+    if args.latency:
+        print(f"latency of one apply() call, µs (perf_counter_ns around it; the timing itself costs "
+              f"{result['timer_overhead_ns']} ns):")
+        print(f"  {'engine':<7} {'kind':<11} {'ops':>9} {'mean':>7} {'p50':>7} {'p90':>7} {'p99':>7} "
+              f"{'p99.9':>7} {'max':>9}")
+        for engine_name, rows in result["latency_us"].items():  # type: ignore[attr-defined]
+            for kind, r in rows.items():
+                print(f"  {engine_name:<7} {kind:<11} {r['ops']:>9,} {r['mean']:>7} {r['p50']:>7} {r['p90']:>7} "
+                      f"{r['p99']:>7} {r['p99_9']:>7} {r['max']:>9}")
     print(f"peak RSS {result['peak_rss_mib']} MiB")
     return 0
 
