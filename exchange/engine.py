@@ -75,7 +75,7 @@ from exchange.instrument import Instrument, default_instruments
 from exchange.market import Market
 from exchange.market_data import FUNDING, PREMIUM, MarketData, boundaries
 from exchange.orders import Order
-from exchange.validation import check_amend, check_client_order_id, check_order
+from exchange.validation import check_amend, check_client_order_id, check_order, market_band_limit
 
 _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
@@ -476,6 +476,11 @@ class Engine:
                         reason = RejectReason.MAX_OPEN_ORDERS
                     elif cmd.tif is not _GTC:
                         reason = self._check_entry(m, cmd)
+                elif mark:  # a MARKET order, with a mark to bound it: its counterparty's best price in the band
+                    best = m.book.best_ask() if cmd.side is _BUY else m.book.best_bid()
+                    band = market_band_limit(m.instrument, cmd.side, mark)
+                    if best is not None and (best > band if cmd.side is _BUY else best < band):
+                        reason = RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
             if reason is None and clearing is not None:
                 reason = clearing.check_order(m, cmd)
         except Exception:  # a command with fields of the wrong types: reject, never crash
@@ -513,8 +518,8 @@ class Engine:
         if reduce_only and clearing is not None:
             withheld = max(0, qty - clearing.closable(order))
             order.leaves -= withheld
-        if not is_limit:
-            stp_expired = self._take(out, m, order, None)
+        if not is_limit:  # a market order trades up to the PERCENT_PRICE band around the mark, if one is set
+            stp_expired = self._take(out, m, order, market_band_limit(m.instrument, side, mark) if mark else None)
         elif m.book.crosses(side, price):
             stp_expired = self._take(out, m, order, price)
         else:

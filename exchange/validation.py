@@ -49,6 +49,16 @@ def check_limit_price(ins: Instrument, side: Side, price: int, mark: int) -> Rej
     return None
 
 
+def market_band_limit(ins: Instrument, side: Side, mark: int) -> int:
+    """The furthest price a MARKET order may trade at: the PERCENT_PRICE band around the mark (binance-api.md
+    §4.3.1), the same bound a limit price must keep: a buy up to floor(mark × (1 + up)), a sell down to
+    ceil(mark × (1 − down)). A market order whose counterparty's best price is already past it is refused
+    (-4131); one that would sweep past it fills up to it and the rest expires."""
+    if side is _BUY:
+        return mark * (BAND_DEN + ins.band_up_num) // BAND_DEN
+    return -((-mark * (BAND_DEN - ins.band_down_num)) // BAND_DEN)
+
+
 def check_qty(ins: Instrument, qty: int, max_lots: int) -> RejectReason | None:
     """LOT_SIZE / MARKET_LOT_SIZE bounds."""
     if type(qty) is not int:

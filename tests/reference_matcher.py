@@ -31,14 +31,17 @@ The rules, as implemented here:
   order id must not belong to one of the account's open orders (any symbol);
   the account's open orders on the symbol must be below the maximum (LIMIT
   orders only); a GTX order must not cross; a FOK order must be able to fill
-  completely now, self-trade prevention included.
+  completely now, self-trade prevention included; a MARKET order, while a
+  mark is known, must find the best opposite price inside the percent band
+  around the mark (binance-api.md §4.3.1, -4131).
 * Matching walks the opposite side by price, then by the time the order
   (last) went into the book. Trades happen at the maker's price. When the
   maker belongs to the taker's account, the taker's STP mode decides:
   EXPIRE_TAKER stops the taker, EXPIRE_MAKER removes the maker and goes on,
   EXPIRE_BOTH removes the maker and stops the taker, NONE trades.
 * What is left of the taker: expired by self-trade prevention, else resting
-  for GTC/GTX, else expired as an IOC remainder (MARKET orders are IOC).
+  for GTC/GTX, else expired as an IOC remainder (MARKET orders are IOC, and
+  trade only inside the percent band around the mark while one is known).
 * Amend: the new quantity and price obey the LIMIT rules (band by the order's
   side; min notional unless reduce-only); the new quantity must exceed the
   filled quantity; something must change; a GTX order's new price must not
@@ -175,8 +178,15 @@ class ReferenceMatcher:
         out: list[tuple] = [
             ("accepted", order.order_id, order.side, cmd.order_type, order.tif, order.price, order.qty),
         ]
-        self._trade_and_settle(sym, order, None if is_market else order.price, out)
+        self._trade_and_settle(sym, order, self._market_limit(sym, cmd.side) if is_market else order.price, out)
         return out
+
+    @staticmethod
+    def _market_limit(sym: RefSymbol, side: Side) -> Fraction | None:
+        """How far a MARKET order may trade: the percent band around the mark (no bound without a mark)."""
+        if not sym.mark:
+            return None
+        return sym.mark * (1 + sym.band_up) if side == Side.BUY else sym.mark * (1 - sym.band_down)
 
     def cancel(self, cmd: CancelOrder) -> list[tuple]:
         if cmd.symbol not in self.symbols:
@@ -287,6 +297,12 @@ class ReferenceMatcher:
             return RejectReason.INVALID_CLIENT_ORDER_ID
         if cid and any(o.account == cmd.account and o.client_order_id == cid for o in self.book):
             return RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        if cmd.order_type == OrderType.MARKET and sym.mark:
+            opposite = [o.price for o in self.book if o.symbol == sym.symbol and o.side != cmd.side]
+            bound = self._market_limit(sym, cmd.side)
+            assert bound is not None
+            if opposite and (min(opposite) > bound if cmd.side == Side.BUY else max(opposite) < bound):
+                return RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
         if cmd.order_type == OrderType.LIMIT:
             open_here = sum(1 for o in self.book if o.account == cmd.account and o.symbol == cmd.symbol)
             if sym.max_open_orders and open_here >= sym.max_open_orders:

@@ -600,11 +600,13 @@ def test_trailing_10pct_and_0_1pct_triggers() -> None:
 # Within ±3.8% of each other, so every limit order of the test stays inside the ±5% price band.
 GRID = st.builds(lambda k, d: 785_000 + 500 * k + d, st.integers(0, 60), st.sampled_from([-1, 0, 0, 0, 1]))
 STOPPER = 3  # owns every random stop
-# Limits of random STOP / TAKE_PROFIT orders, far from every price the test trades at: a triggered BUY limit
-# rests at 77,000.0, a SELL at 83,000.0. They never cross each other, the test's own crossing orders never
+# Limits of random STOP / TAKE_PROFIT orders, away from every price the test trades at: a triggered BUY limit
+# rests at 78,000.0, a SELL at 82,000.0. They never cross each other, the test's own crossing orders never
 # reach them, and a triggered market order of STOPPER only meets STOPPER's own limits (self-trade
 # prevention expires it). So triggered orders never trade: the last price is only ever set by the test.
-FAR_BID, FAR_ASK = 770_000, 830_000
+# Both stay inside the ±5% band of every mark of the grid, so such a market order is never refused for a
+# counterparty price outside the band (-4131) either.
+FAR_BID, FAR_ASK = 780_000, 820_000
 
 
 def _fires_up(stop_type: StopType, side: Side) -> bool:

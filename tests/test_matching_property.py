@@ -323,6 +323,10 @@ def note_coverage(cmd: object, views: list[tuple], ref: ReferenceMatcher) -> Non
             SEEN[f"STP {cmd.stp} expired an order"] += 1
             if cmd.tif is TimeInForce.FOK:
                 SEEN["a FOK order filled past its own order"] += 1
+        if (cmd.order_type is OrderType.MARKET and any(v[0] == "trade" for v in views)
+                and views[-1][0] == "canceled" and views[-1][2] is CancelReason.IOC_REMAINDER
+                and any(o.symbol == cmd.symbol and o.side != cmd.side for o in ref.book)):
+            SEEN["a market order stopped at the band, liquidity left beyond it"] += 1
         if cmd.stp is SelfTradePrevention.NONE and any(
                 v[0] == "trade" and ref.all_orders[v[3]].account == cmd.account for v in views):
             SEEN["STP NONE self-trade"] += 1
@@ -360,6 +364,7 @@ def test_engine_agrees_with_reference() -> None:
         "trade", "accepted", "mark", "amend kept priority", "amend lost priority", *GENERATED_REASONS,
         "USER", "IOC_REMAINDER", "SELF_TRADE", "STP EXPIRE_TAKER expired an order", "STP EXPIRE_MAKER expired an order",
         "STP EXPIRE_BOTH expired an order", "STP NONE self-trade", "a FOK order filled past its own order",
+        "a market order stopped at the band, liquidity left beyond it",
     ]
     missing = [k for k in must_see if SEEN[k] == 0]
     assert not missing, f"the random commands never produced {missing}"
@@ -374,5 +379,5 @@ GENERATED_REASONS = [
     RejectReason.QTY_ABOVE_MAX, RejectReason.MIN_NOTIONAL, RejectReason.INVALID_CLIENT_ORDER_ID,
     RejectReason.DUPLICATE_CLIENT_ORDER_ID, RejectReason.POST_ONLY_WOULD_TAKE, RejectReason.FOK_CANNOT_FILL,
     RejectReason.UNKNOWN_ORDER, RejectReason.AMEND_QTY_BELOW_FILLED, RejectReason.AMEND_NO_CHANGE,
-    RejectReason.MAX_OPEN_ORDERS,
+    RejectReason.MAX_OPEN_ORDERS, RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND,
 ]

@@ -263,6 +263,50 @@ def test_market_order_on_an_empty_book_expires_whole(v: Venue) -> None:
     assert cancels(events) == [(events[0].order_id, CancelReason.IOC_REMAINDER, OrderStatus.EXPIRED, 10, 0)]
 
 
+def test_market_order_trades_only_inside_the_band_around_the_mark(v: Venue) -> None:
+    # binance-api.md §4.3.1 PERCENT_PRICE: a market order may not sweep past mark × (1 ± 5%); with the mark at
+    # 80,000.0 a buy trades up to 84,000.0 (the bound itself included) and the rest expires.
+    inside = v.place(sell(1, "0.002", "83000.00"))
+    edge = v.place(sell(1, "0.002", "84000.00"))  # mark × 1.05 exactly
+    v.place(sell(1, "0.002", "84000.10"))  # one tick past it (placed before any mark: no band yet)
+    v.send(mark("80000.00"))
+    events = v.send(market(3, BUY, "0.010"))
+    taker = events[0].order_id
+    assert trades(events) == [("83000.00", "0.002", inside, taker), ("84000.00", "0.002", edge, taker)]
+    assert cancels(events) == [(taker, CancelReason.IOC_REMAINDER, OrderStatus.EXPIRED, 6, 4)]
+    assert v.depth(SELL) == [("84000.10", "0.002")]
+
+
+def test_market_sell_band_rounds_toward_the_mark() -> None:
+    # mark 80,000.3: mark × 0.95 = 76,000.285, so a sell may trade down to 76,000.3 (rounded up to the tick)
+    v = Venue()
+    v.place(buy(1, "0.002", "76000.20"))
+    v.place(buy(1, "0.002", "76000.30"))
+    v.send(mark("80000.30"))
+    events = v.send(market(3, SELL, "0.004"))
+    assert [t[0] for t in trades(events)] == ["76000.30"]
+    assert v.depth(BUY) == [("76000.20", "0.002")]
+
+
+def test_market_order_is_refused_when_the_best_price_is_outside_the_band(v: Venue) -> None:
+    # -4131 "The counterparty's best price does not meet the PERCENT_PRICE filter limit.": nothing trades
+    v.place(sell(1, "0.002", "84000.10"))
+    v.place(buy(2, "0.002", "75999.90"))
+    v.send(mark("80000.00"))
+    before = snapshot(v.engine)
+    assert rejected(v.send(market(3, BUY, "0.002"))) is RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
+    assert rejected(v.send(market(3, SELL, "0.002"))) is RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
+    assert snapshot(v.engine) == before
+    assert RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND.binance_code == -4131
+
+
+def test_market_order_without_a_mark_is_not_bounded(v: Venue) -> None:
+    far = v.place(sell(1, "0.002", "90000.00"))  # 12.5% above the last trade to come
+    v.place(sell(1, "0.002", "80000.00"))
+    events = v.send(market(3, BUY, "0.004"))
+    assert [t[2] for t in trades(events)][-1] == far
+
+
 # ================================================================ time in force
 def test_ioc_fills_what_it_can_and_the_rest_expires(v: Venue) -> None:
     maker = v.place(sell(1, "0.003", "80000.00"))
@@ -768,6 +812,13 @@ def _(v: Venue) -> object:
     return buy(1, "0.010", "79001.00", symbol=STRICT, tif=IOC)
 
 
+@scenario(RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND)
+def _(v: Venue) -> object:
+    v.place(sell(1, "0.010", "84500.00"))  # rests before the mark: 5.6% above it once it is set
+    v.send(mark("80000.00"))
+    return market(2, BUY, "0.010")
+
+
 @scenario(RejectReason.MALFORMED)
 def _(v: Venue) -> object:
     return PlaceOrder(account=1, symbol=BTC, side=BUY, qty="0.010", price=800_000)  # type: ignore[arg-type]
@@ -977,6 +1028,7 @@ SPEC_CODES = {
     RejectReason.QTY_OFF_STEP: -4023, RejectReason.MIN_NOTIONAL: -4164, RejectReason.INVALID_CLIENT_ORDER_ID: -4015,
     RejectReason.DUPLICATE_CLIENT_ORDER_ID: -4116, RejectReason.POST_ONLY_WOULD_TAKE: -5022,
     RejectReason.FOK_CANNOT_FILL: -5021, RejectReason.UNKNOWN_ORDER: -2011, RejectReason.MAX_OPEN_ORDERS: -2025,
+    RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND: -4131,
 }
 
 
