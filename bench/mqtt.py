@@ -27,6 +27,15 @@ the CPU time per event of the engine's process, the worker process and the
 subscriber. `--repeat N` runs everything N times and reports medians (the
 machine may be shared: `load_average_before` is the load when it started).
 
+With `--latency`, three more runs (QoS 1) offer the flow at a steady rate
+well below what the pipeline carries, and time each event from the moment
+`Engine.apply` returned it (engine process) to the arrival of its first copy
+at the subscriber (`time.monotonic_ns` in both: one clock for every process):
+batch mode with its window (`--latency-rate`, default 20,000 events/s),
+batch mode with one batch per engine step (window 0, `--latency-step-rate`,
+2,000), and event mode (`--latency-event-rate`, 1,000); `latency_ms` in the
+JSON has min, mean, p50, p90, p99, p99.9 and max per run.
+
 It starts its own private broker (Mosquitto, else amqtt) unless `--broker
 mqtt://HOST:PORT` is given. `--json` prints one JSON object.
 """
@@ -44,6 +53,8 @@ import statistics
 import sys
 import threading
 import time
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,7 +63,7 @@ import msgspec
 from bench.random_flow import flow_for_events
 from exchange.commands import Command
 from exchange.engine import Engine
-from exchange.mqtt_sink import CLIENTS, MqttSink, parse_mqtt_url
+from exchange.mqtt_sink import CLIENTS, MqttConfig, MqttSink, parse_mqtt_url
 from exchange.runtime import Runtime
 from exchange.topics import BATCH_PREFIX, Codec, Router
 
@@ -89,7 +100,7 @@ class Collector:
     one call (a batch: its events' seqs only).
     """
 
-    def __init__(self, topic_filter: str, *, fmt: str = "json") -> None:
+    def __init__(self, topic_filter: str, *, fmt: str = "json", latency: bool = False) -> None:
         from paho.mqtt.client import topic_matches_sub
 
         self.topic_filter = topic_filter
@@ -116,8 +127,12 @@ class Collector:
         self.done = threading.Event()
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
+        # with `latency`: each event's seq and the monotonic time (ns) its first copy arrived
+        self.arrival_seq: array | None = array("q") if latency else None
+        self.arrival_ns = array("q")
 
     def on_message(self, topic: str, payload: Any) -> None:
+        now = time.monotonic_ns()
         if not self._matches(self.topic_filter, topic):
             return  # a broker bug (amqtt sends some retained messages to filters they do not match)
         try:
@@ -157,6 +172,7 @@ class Collector:
                 seen.extend(bytes(max(top + 1 - len(seen), len(seen))))
             fresh = 0
             errors = 0
+            arrivals = self.arrival_seq
             for ev in evs[skip:] if skip else evs:
                 s = ev.seq
                 if s <= prev:
@@ -167,6 +183,9 @@ class Collector:
                 if not seen[s]:
                     seen[s] = 1
                     fresh += 1
+                    if arrivals is not None:
+                        arrivals.append(s)
+                        self.arrival_ns.append(now)
             self.order_errors += errors
             self.distinct += fresh
             self.last_seq[topic] = prev
@@ -384,8 +403,8 @@ SUBSCRIBERS = {"raw": RawSubscriber, "paho": PahoSubscriber}
 
 
 def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int, fmt: str, client_id: str,
-                    clean_session: bool, subscriber: str) -> None:
-    c = Collector(topic_filter, fmt=fmt)
+                    clean_session: bool, subscriber: str, latency: bool = False) -> None:
+    c = Collector(topic_filter, fmt=fmt, latency=latency)
     sub = SUBSCRIBERS[subscriber](c, host, port, qos=qos, client_id=client_id, clean_session=clean_session)
     c.subscribed.wait(10)
     conn.send("ready")
@@ -400,6 +419,9 @@ def _collector_main(conn: Any, host: str, port: int, topic_filter: str, qos: int
             res["gap_list"] = c.gaps[:20]
             res["missing_ranges"] = c.missing_ranges(cmd[3] or cmd[1])
             res["cpu_seconds"] = time.process_time() - cpu0
+            if c.arrival_seq is not None:
+                with c._lock:
+                    res["arrivals"] = (c.arrival_seq.tobytes(), c.arrival_ns.tobytes())
             conn.send(res)
         elif cmd[0] == "stop":
             sub.close()
@@ -412,12 +434,13 @@ class SubscriberProcess:
     (paho-mqtt's client) or raw (RawSubscriber)."""
 
     def __init__(self, host: str, port: int, topic_filter: str, qos: int = 1, fmt: str = "json", *,
-                 client_id: str = "", clean_session: bool = True, subscriber: str = "paho") -> None:
+                 client_id: str = "", clean_session: bool = True, subscriber: str = "paho",
+                 latency: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_collector_main, daemon=True,
                                 args=(child, host, port, topic_filter, qos, fmt, client_id, clean_session,
-                                      subscriber))
+                                      subscriber, latency))
         self.proc.start()
         if not self.conn.poll(30) or self.conn.recv() != "ready":
             raise RuntimeError("the subscriber process did not start")
@@ -545,6 +568,74 @@ def engine_only(cmds: list[Command], repeat: int = 2) -> float:
     return best
 
 
+async def _paced_engine(engine: Engine, cmds: list[Command], sinks: list[Any], commands_per_sec: float) -> Runtime:
+    """`run_engine`, with the commands submitted at a steady rate (a slice every millisecond) instead of at once."""
+    rt = Runtime(engine, sinks=sinks)
+    await rt.start()
+    try:
+        per_slice = max(1, round(commands_per_sec / 1000))
+        t0 = time.monotonic()
+        for i in range(0, len(cmds), per_slice):
+            await rt.submit_many(cmds[i:i + per_slice])
+            delay = t0 + (i + per_slice) / commands_per_sec - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await rt.drain()
+    finally:
+        await rt.stop()
+    return rt
+
+
+def latency_run(url: str, cmds: list[Command], *, mode: str, qos: int, events_per_sec: float, tag: str,
+                subscriber: str = "raw", timeout: float = 300.0, **sink_kw: Any) -> dict[str, Any]:
+    """Offer `cmds` at a steady `events_per_sec` (below what the pipeline can carry) and measure each event's
+    delivery latency: from the moment `Engine.apply` returned it, in the engine's process, to the moment its
+    first copy reached the subscriber's process (both `time.monotonic_ns`, one clock for every process on
+    the machine). Batch mode's figure includes the batch window the events wait in."""
+    host, port = parse_mqtt_url(url)
+    prefix = _prefix(tag)
+    n_events = sum(len(out) for out in map(Engine().apply, cmds))
+    engine = Engine()
+    step_seq, step_ns = array("q"), array("q")  # the last seq of each command's events, and when it was made
+    apply = engine.apply
+
+    def timed_apply(cmd: Command) -> list[Any]:
+        out = apply(cmd)
+        if out:
+            step_ns.append(time.monotonic_ns())
+            step_seq.append(out[-1].seq)
+        return out
+
+    engine.apply = timed_apply  # type: ignore[method-assign]
+    sub = SubscriberProcess(host, port, f"{prefix}/#", qos=qos, subscriber=subscriber, latency=True)
+    try:
+        sink = MqttSink(url, prefix=prefix, qos=qos, mode=mode, **sink_kw)
+        rate = events_per_sec * len(cmds) / n_events  # commands per second
+        t0 = time.monotonic()
+        rt = asyncio.run(_paced_engine(engine, cmds, [sink], rate))
+        res = sub.expect(rt.events, timeout)
+    finally:
+        sub.close()
+    seqs, arrived = array("q"), array("q")
+    seqs.frombytes(res["arrivals"][0])
+    arrived.frombytes(res["arrivals"][1])
+    lat = sorted(t - step_ns[bisect_left(step_seq, sq)] for sq, t in zip(seqs, arrived, strict=True))
+    n = len(lat)
+    window = sink_kw.get("batch_window", MqttConfig().batch_window) if mode == "batch" else None
+    row: dict[str, Any] = {"mode": mode, "qos": qos, "batch_window_ms": None if window is None else window * 1000,
+                           "offered_events_per_sec": round(events_per_sec),
+                           # events / (last delivery − first submission): the offered rate, less the tail
+                           "delivered_events_per_sec": round(rt.events / ((res["done_at"] or time.monotonic()) - t0)),
+                           "events": rt.events, "delivered": n, "lost": res["missing"], "gaps": res["gaps"]}
+    if n:
+        row["min_ms"] = round(lat[0] / 1e6, 3)
+        row["mean_ms"] = round(sum(lat) / n / 1e6, 3)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99_9", 0.999)):
+            row[f"{name}_ms"] = round(lat[min(n - 1, int(q * n))] / 1e6, 3)
+        row["max_ms"] = round(lat[-1] / 1e6, 3)
+    return row
+
+
 def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3 if max(values, default=0) < 100 else 1)
 
@@ -568,6 +659,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-max", type=int, metavar="N", help="the sink's events per batch (default: its own)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run everything N times; figures are medians, `runs` has every run's")
+    ap.add_argument("--latency", action="store_true",
+                    help="also measure delivery latency at steady offered rates (after the throughput runs): "
+                         "batch mode with its window, batch mode per engine step, event mode; all QoS 1")
+    ap.add_argument("--latency-rate", type=float, default=20_000, metavar="EVENTS_PER_SEC",
+                    help="offered rate of the batch-mode latency run (default 20,000 events/s)")
+    ap.add_argument("--latency-step-rate", type=float, default=2_000, metavar="EVENTS_PER_SEC",
+                    help="offered rate of the per-step batch latency run (default 2,000 events/s)")
+    ap.add_argument("--latency-event-rate", type=float, default=1_000, metavar="EVENTS_PER_SEC",
+                    help="offered rate of the event-mode latency run (default 1,000 events/s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
@@ -611,6 +711,22 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"raw aiomqtt qos {qos}: {raws[qos]['msgs_per_sec']:,.0f} msgs/s "
                     f"({raws[qos]['messages']} messages)")
             every.append(_summary(base, runs, raws))
+        latency: dict[str, dict[str, Any]] = {}
+        if args.latency:
+            window = sink_kw.get("batch_window")
+            for name, mode, kw, rate, cmds in (
+                ("batch_qos1", "batch", {} if window is None else {"batch_window": window}, args.latency_rate,
+                 flow_for_events(args.seed + 2, round(args.latency_rate * 3))),
+                ("batch_per_step_qos1", "batch", {"batch_window": 0.0}, args.latency_step_rate,
+                 flow_for_events(args.seed + 3, round(args.latency_step_rate * 3))),
+                ("event_qos1", "event", {}, args.latency_event_rate,
+                 flow_for_events(args.seed + 4, round(args.latency_event_rate * 3))),
+            ):
+                kw = {**sink_kw, **kw}
+                r = latency[name] = latency_run(url, cmds, mode=mode, qos=1, events_per_sec=rate, tag=f"lat-{name}",
+                                                subscriber=args.subscriber, **kw)
+                say(f"latency {name}: offered {r['offered_events_per_sec']:,} events/s, {r['events']:,} events, "
+                    f"p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, max {r.get('max_ms')} ms, lost {r['lost']}")
     finally:
         if broker is not None:
             broker.close()
@@ -629,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         "event_mode_0.8x_raw": result["event_vs_raw_qos1"] >= 0.8 and result["event_vs_raw_qos0"] >= 0.8,
         "engine_ratio_0.6": result["engine_with_sink_ratio"] >= 0.6,
     }
+    if latency:
+        result["latency_ms"] = latency
+        result["events_lost"] += sum(r["lost"] for r in latency.values())
     if args.repeat > 1:
         result["runs"] = {k: [e[k] for e in every] for k in ("batch_qos1_events_per_sec", "batch_qos0_events_per_sec",
                                                              "engine_with_sink_ratio", "event_vs_raw_qos1",
