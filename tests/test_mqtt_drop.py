@@ -44,15 +44,6 @@ LOST = re.compile(r"connection to \S+ lost \(.*\); holding (\d+) messages with (
 BACK = re.compile(r"reconnected to \S+ after ([\d.]+) s down; held (\d+) messages with (\d+) events")
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    if broker_kind() is None:
-        pytest.skip("no MQTT broker available")
-    b = MqttBroker(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.close()
-
-
 @pytest.fixture
 def proxy(broker):
     p = TcpProxy(broker.host, broker.port).start()

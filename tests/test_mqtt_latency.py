@@ -6,16 +6,7 @@ import pytest
 
 from bench.mqtt import Collector, latency_run
 from bench.random_flow import flow_for_events
-from tests.mqtt_broker import MqttBroker, broker_kind
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    if broker_kind() is None:
-        pytest.skip("no MQTT broker available")
-    b = MqttBroker(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.close()
+from tests.mqtt_broker import MqttBroker
 
 
 @pytest.mark.parametrize(("mode", "window"), [("batch", None), ("batch", 0.0), ("event", None)])

@@ -41,19 +41,10 @@ from exchange.topics import (
     event_types,
     infer_templates,
 )
-from tests.mqtt_broker import MqttBroker, broker_kind
+from tests.mqtt_broker import broker_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_broker = pytest.mark.skipif(broker_kind() is None, reason="no MQTT broker: install mosquitto or amqtt")
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    if broker_kind() is None:
-        pytest.skip("no MQTT broker available")
-    b = MqttBroker(tmp_path_factory.mktemp("broker")).start()
-    yield b
-    b.close()
 
 
 _counter = iter(range(10**6))
