@@ -378,30 +378,59 @@ class Clearing:
         is_buy = cmd.side is _BUY
         # closing: one-way, the reduce-only flag; hedge, selling a LONG or buying a SHORT
         if cmd.reduce_only if ps is _BOTH else (ps is _LONG) != is_buy:
-            pos = acct.positions.get((symbol, ps))
-            q = pos.qty if pos is not None else 0
-            if (q >= 0) if is_buy else (q <= 0):
-                return RejectReason.REDUCE_ONLY_REJECTED
-            e = acct.exposure.get((symbol, ps))
-            resting = sum(o.leaves for o in e.reduce_only.values()) if e is not None else 0
-            if cmd.order_type is OrderType.LIMIT and resting + cmd.qty > abs(q):
-                return RejectReason.REDUCE_ONLY_REJECTED
-            return None
+            # a market order is clipped to what the position has left to close instead (`closable`)
+            return self._closing_rule(acct, symbol, ps, is_buy, cmd.qty if cmd.order_type is OrderType.LIMIT else 0)
         price = cmd.price or self._market_order_price(m, is_buy)
         if not price:
             return None  # nothing to value a market order at: it will find no liquidity either
-        notional = price * cmd.qty
+        return self._opening_rules(acct, m, ps, is_buy, cmd.qty, price * cmd.qty, price)
+
+    def check_amend(self, m: Market, order: Order, qty: int, price: int) -> RejectReason | None:
+        """The rules of `check_order` for a resting order amended to `qty` (in all) at `price`: what it may
+        still add to the position (reduce-only: still only reduce), the position cap and the initial margin of
+        the change, its old open quantity counted as gone."""
+        acct = self.accounts[order.account]
+        is_buy = order.side is _BUY
+        leaves = qty - order.filled
+        if order.reduce_only:
+            return self._closing_rule(acct, order.symbol, order.position_side, is_buy, leaves - order.leaves)
+        return self._opening_rules(acct, m, order.position_side, is_buy, leaves - order.leaves,
+                                   leaves * price - order.leaves * order.price, price)
+
+    def _closing_rule(self, acct: Account, symbol: str, ps: PositionSide, is_buy: bool, added: int
+                      ) -> RejectReason | None:
+        """A closing order (reduce-only) may only reduce: there must be a position on the other side, and the
+        resting closing orders with `added` more lots may not exceed it (Binance -2022)."""
+        pos = acct.positions.get((symbol, ps))
+        q = pos.qty if pos is not None else 0
+        if (q >= 0) if is_buy else (q <= 0):
+            return RejectReason.REDUCE_ONLY_REJECTED
+        if added > 0:
+            e = acct.exposure.get((symbol, ps))
+            resting = sum(o.leaves for o in e.reduce_only.values()) if e is not None else 0
+            if resting + added > abs(q):
+                return RejectReason.REDUCE_ONLY_REJECTED
+        return None
+
+    def _opening_rules(self, acct: Account, m: Market, ps: PositionSide, is_buy: bool, dq: int, dn: int,
+                       price: int) -> RejectReason | None:
+        """Orders that may open or add to a position: `dq` more lots of notional `dn` (tick·lots; either may be
+        negative, an amend down) on one side, the order priced at `price`. The position cap of the leverage
+        (Binance -2027) and the initial margin the change holds, with the taker fee of what it adds, against the
+        available balance (-2019)."""
+        symbol = m.instrument.symbol
         settings = acct.settings.get(symbol) or acct.symbol_settings(symbol)
         # Exceeding the position cap of the chosen leverage (Binance -2027)
         pos = acct.positions.get((symbol, ps))
         q = pos.qty if pos is not None else 0
         e = acct.exposure.get((symbol, ps))
         same_dir = (e.buy_qty if is_buy else e.sell_qty) if e is not None else 0
-        after = (q if is_buy else -q) + same_dir + cmd.qty
+        after = (q if is_buy else -q) + same_dir + dq
         k = m.instrument.atoms_per_tick_lot
-        if after > 0 and after * price * k > self._brackets[symbol].max_notional_for_leverage(settings.leverage):
+        if dq > 0 and after > 0 and after * price * k > self._brackets[symbol].max_notional_for_leverage(
+                settings.leverage):
             return RejectReason.MAX_POSITION_EXCEEDED
-        # the order margin of this position without and with the order (`order_margin`, its lookups done once)
+        # the order margin of this position without and with the change (`order_margin`, its lookups done once)
         if e is not None:
             bq, bn, sq, sn = e.buy_qty, e.buy_notional, e.sell_qty, e.sell_notional
         else:
@@ -409,14 +438,14 @@ class Clearing:
         lev = settings.leverage
         before = _orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0
         if is_buy:
-            bq += cmd.qty
-            bn += notional
+            bq += dq
+            bn += dn
         else:
-            sq += cmd.qty
-            sn += notional
+            sq += dq
+            sn += dn
         needed = (_orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0) - before
         if needed > 0:
-            fee = -((-notional * k * acct.taker_fee_ppm) // PPM)  # ceil_div
+            fee = -((-dn * k * acct.taker_fee_ppm) // PPM) if dn > 0 else 0  # ceil_div
             if needed + fee > self._available(acct, m.instrument.settlement_asset, (symbol, ps), before):
                 return RejectReason.MARGIN_INSUFFICIENT
         return None

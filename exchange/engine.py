@@ -611,6 +611,8 @@ class Engine:
                     reason = RejectReason.AMEND_NO_CHANGE
                 elif cmd.price != order.price and order.tif is _GTX and m.book.crosses(order.side, cmd.price):
                     reason = RejectReason.POST_ONLY_WOULD_TAKE
+                elif self.clearing is not None:  # margin, position cap, reduce-only: as for a new order
+                    reason = self.clearing.check_amend(m, order, cmd.qty, cmd.price)
         if reason is not None:
             self._reject(
                 out, m, cmd.account, "AmendOrder", reason, cmd.client_order_id,

@@ -17,6 +17,7 @@ import pytest
 from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.commands import (
     AdjustIsolatedMargin,
+    AmendOrder,
     CancelAll,
     Deposit,
     PlaceOrder,
@@ -405,6 +406,67 @@ def test_reduce_only_taker_larger_than_position() -> None:
     assert v.pos(1).qty == 0 and v.pos(1).cost == 0
     assert v.pos(2).qty == 0  # account 2's short closed by the same 0.125
     v.conserved()
+
+
+# ============================================================================ amend: the rules of a new order
+def amend(account: int, order_id: int, qty: str, price: str) -> AmendOrder:
+    return AmendOrder(account=account, symbol=BTC, order_id=order_id, qty=lots(qty), price=px(price))
+
+
+def test_amend_up_is_refused_without_the_margin_for_it() -> None:
+    # 200 USDT at 20x: a 0.04 BTC bid at 79,000 holds 3,160 / 20 = 158 (+ a 1.58 taker fee estimate) and fits;
+    # amended to 0.05 it would hold 197.5 + the fee on the 790 it adds (0.395): 197.895 ≤ 200 fits; to 0.06,
+    # 237 > 200: refused (Binance -2019), and the order is left as it was.
+    v = Venue()
+    v.deposit(1, "200")
+    oid = v.ok(v.order(1, BUY, "0.04", "79000"))[0].order_id
+    assert v.reject(v.order(1, BUY, "0.06", "79000")) is R.MARGIN_INSUFFICIENT  # as a new order: refused
+    assert v.reject(amend(1, oid, "0.06", "79000")) is R.MARGIN_INSUFFICIENT  # as an amend: refused too
+    assert v.engine.orders[oid].qty == lots("0.04")
+    v.ok(amend(1, oid, "0.05", "79000"))
+    assert v.clearing.available(v.clearing.accounts[1], USDT) >= 0
+    # a higher price holds more: 0.05 at 80,100 = 4,005 / 20 = 200.25 > 200
+    assert v.reject(amend(1, oid, "0.05", "80100")) is R.MARGIN_INSUFFICIENT
+    v.ok(amend(1, oid, "0.03", "79000"))  # down: always room
+
+
+def test_amend_up_is_refused_past_the_position_cap() -> None:
+    # at 100x the cap is 800,000 USDT (bracket 2): 10 BTC at 80,000 is exactly it, 10.001 is past it (-2027)
+    v = Venue()
+    v.deposit(1, "30000")
+    v.ok(SetLeverage(account=1, symbol=BTC, leverage=100))
+    oid = v.ok(v.order(1, BUY, "5", "80000"))[0].order_id
+    assert v.reject(amend(1, oid, "10.001", "80000")) is R.MAX_POSITION_EXCEEDED
+    v.ok(amend(1, oid, "10", "80000"))
+
+
+def test_amend_of_a_reduce_only_order_can_never_flip_the_position() -> None:
+    v = Venue()
+    v.deposit(1, "1000")
+    v.deposit(2, "1000")
+    v.trade(1, 2, "0.01", "80000")  # account 1 long 0.01
+    oid = v.ok(v.order(1, SELL, "0.01", "81000", reduce_only=True))[0].order_id
+    # 0.05 to sell against a 0.01 long would open a 0.04 short: refused as for a new order (-2022)
+    assert v.reject(v.order(1, SELL, "0.05", "81000", reduce_only=True)) is R.REDUCE_ONLY_REJECTED
+    assert v.reject(amend(1, oid, "0.05", "81000")) is R.REDUCE_ONLY_REJECTED
+    v.ok(amend(1, oid, "0.01", "81500"))  # a new price for the same quantity is fine
+    v.deposit(3, "10000")
+    out = v.ok(v.order(3, BUY, "0.05", "81500"))
+    assert sum(t.qty for t in out if isinstance(t, Trade)) == lots("0.01")
+    assert v.pos(1).qty == 0  # closed, never short
+    v.conserved()
+
+
+def test_amend_of_a_hedge_closing_order_keeps_within_the_position() -> None:
+    # hedge mode: selling the LONG side is closing (reduce-only by its side); amending it above the LONG: -2022
+    v = Venue()
+    for a in (1, 2):
+        v.deposit(a, "2000")
+        v.ok(SetPositionMode(account=a, position_mode=PositionMode.HEDGE))
+    v.trade(1, 2, "0.02", "80000", buyer_side=LONG, seller_side=SHORT)
+    oid = v.ok(v.order(1, SELL, "0.02", "81000", position_side=LONG))[0].order_id
+    assert v.reject(amend(1, oid, "0.03", "81000")) is R.REDUCE_ONLY_REJECTED
+    v.ok(amend(1, oid, "0.015", "81000"))
 
 
 def test_resting_reduce_only_trimmed_when_position_shrinks() -> None:
