@@ -127,14 +127,19 @@ class OrderBook:
     def fillable_qty(self, side: Side, price: int | None, account: int, stp: SelfTradePrevention, want: int) -> int:
         """How much an order could fill now (up to `want`), self-trade prevention included.
 
-        `price` None means a market order. Used for FOK: it walks orders, not
-        only level totals, because an own order on the way can stop the taker.
+        `price` None means a market order. Used for FOK, and for a market
+        order's PERCENT_PRICE rule (what it could fill inside the band against
+        what it could fill at all): it walks orders, not only level totals,
+        because an own order on the way can stop the taker.
         """
         got = 0
         opposite = self.asks if side is _BUY else self.bids
-        for level in opposite.by_priority():
-            if price is not None and (level.price > price if side is _BUY else level.price < price):
+        levels = opposite.levels
+        # from the best price outward, lazily: the walk reads the book and usually stops after a few levels
+        for level_price in iter(opposite.prices) if side is _BUY else reversed(opposite.prices):
+            if price is not None and (level_price > price if side is _BUY else level_price < price):
                 break
+            level = levels[level_price]
             if stp is _STP_NONE:
                 got += level.qty
             else:

@@ -75,7 +75,13 @@ from exchange.instrument import Instrument, default_instruments
 from exchange.market import Market
 from exchange.market_data import FUNDING, PREMIUM, MarketData, boundaries
 from exchange.orders import Order
-from exchange.validation import check_amend, check_client_order_id, check_order, market_band_limit
+from exchange.validation import (
+    check_amend,
+    check_client_order_id,
+    check_limit_price,
+    check_order,
+    market_band_limit,
+)
 
 _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
@@ -476,10 +482,11 @@ class Engine:
                         reason = RejectReason.MAX_OPEN_ORDERS
                     elif cmd.tif is not _GTC:
                         reason = self._check_entry(m, cmd)
-                elif mark:  # a MARKET order, with a mark to bound it: its counterparty's best price in the band
-                    best = m.book.best_ask() if cmd.side is _BUY else m.book.best_bid()
-                    band = market_band_limit(m.instrument, cmd.side, mark)
-                    if best is not None and (best > band if cmd.side is _BUY else best < band):
+                elif mark:  # a MARKET order, with a mark to bound it: it may not need a price past the band
+                    book, side, qty = m.book, cmd.side, cmd.qty
+                    band = market_band_limit(m.instrument, side, mark)
+                    if (book.fillable_qty(side, None, cmd.account, cmd.stp, qty)
+                            > book.fillable_qty(side, band, cmd.account, cmd.stp, qty)):
                         reason = RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
             if reason is None and clearing is not None:
                 reason = clearing.check_order(m, cmd)
@@ -518,7 +525,7 @@ class Engine:
         if reduce_only and clearing is not None:
             withheld = max(0, qty - clearing.closable(order))
             order.leaves -= withheld
-        if not is_limit:  # a market order trades up to the PERCENT_PRICE band around the mark, if one is set
+        if not is_limit:  # a market order (the entry rule keeps it inside the PERCENT_PRICE band, if a mark is set)
             stp_expired = self._take(out, m, order, market_band_limit(m.instrument, side, mark) if mark else None)
         elif m.book.crosses(side, price):
             stp_expired = self._take(out, m, order, price)
@@ -808,13 +815,16 @@ class Engine:
                 return RejectReason.QTY_NOT_POSITIVE
             if cmd.qty > (ins.max_market_qty_lots if cmd.stop_type.is_market else ins.max_qty_lots):
                 return RejectReason.QTY_ABOVE_MAX
+            if cmd.qty < ins.min_qty_lots:
+                return RejectReason.QTY_BELOW_MIN
         elif not cmd.stop_type.is_market:
             return RejectReason.REDUCE_ONLY_REJECTED  # closePosition only with the *_MARKET types, as on Binance
         if not cmd.stop_type.is_market:
             if type(cmd.price) is not int or cmd.price <= 0:
                 return RejectReason.PRICE_REQUIRED
-            if not ins.min_price_ticks <= cmd.price <= ins.max_price_ticks:
-                return RejectReason.PRICE_BELOW_MIN if cmd.price < ins.min_price_ticks else RejectReason.PRICE_ABOVE_MAX
+            reason = check_limit_price(ins, cmd.side, cmd.price, 0)  # PRICE_FILTER (the band is checked when it fires)
+            if reason is not None:
+                return reason
         current = self._stop_source_price(m, cmd.working_type)
         if cmd.stop_type is StopType.TRAILING_STOP_MARKET:
             if type(cmd.callback_ppm) is not int or not CALLBACK_MIN_PPM <= cmd.callback_ppm <= CALLBACK_MAX_PPM:
@@ -825,11 +835,22 @@ class Engine:
             trig = cmd.trigger_price
             if type(trig) is not int or trig <= 0:
                 return RejectReason.PRICE_REQUIRED
-            if not ins.min_price_ticks <= trig <= ins.max_price_ticks:
-                return RejectReason.PRICE_BELOW_MIN if trig < ins.min_price_ticks else RejectReason.PRICE_ABOVE_MAX
+            reason = check_limit_price(ins, cmd.side, trig, 0)  # PRICE_FILTER applies to the trigger too
+            if reason is not None:
+                return reason
             probe = ConditionalOrder(0, 0, "", cmd.side, cmd.stop_type, cmd.working_type, trig, 0)
             if current and crossed(probe, current):
                 return RejectReason.WOULD_IMMEDIATELY_TRIGGER
+        if not cmd.close_position and not cmd.reduce_only and (
+                cmd.position_side is _BOTH or (cmd.position_side is _LONG) == (cmd.side is Side.BUY)):
+            # MIN_NOTIONAL now, not only when it fires (a stop-loss that can never be placed is worse than a
+            # refusal): valued at its limit price, else its trigger, else (trailing) its activation or the
+            # current price; reduce-only and closing orders are exempt, as plain orders are
+            value = cmd.price if not cmd.stop_type.is_market else (
+                cmd.trigger_price if cmd.stop_type is not StopType.TRAILING_STOP_MARKET
+                else cmd.activation_price or current)
+            if value and value * cmd.qty * ins.atoms_per_tick_lot < ins.min_notional_atoms:
+                return RejectReason.MIN_NOTIONAL
         per_account = sum(1 for s in self.stop_orders.values() if s.account == cmd.account and s.symbol == ins.symbol)
         if per_account >= self.max_stop_orders:
             return RejectReason.MAX_STOP_ORDERS

@@ -21,6 +21,7 @@ _SELL = Side.SELL
 _GTC = TimeInForce.GTC
 _EXPIRE_TAKER = SelfTradePrevention.EXPIRE_TAKER
 _BOTH = PositionSide.BOTH
+_LONG = PositionSide.LONG
 
 
 def check_client_order_id(client_order_id: str) -> RejectReason | None:
@@ -38,7 +39,7 @@ def check_limit_price(ins: Instrument, side: Side, price: int, mark: int) -> Rej
         return RejectReason.PRICE_REQUIRED
     if price < ins.min_price_ticks:
         return RejectReason.PRICE_BELOW_MIN
-    if price > ins.max_price_ticks:
+    if price > ins.max_price_ticks and ins.max_price_ticks:  # a zero maxPrice disables the rule (§4.3.1)
         return RejectReason.PRICE_ABOVE_MAX
     if mark:
         # buy: price ≤ mark × (1 + up); sell: price ≥ mark × (1 − down); exact in integers
@@ -52,8 +53,9 @@ def check_limit_price(ins: Instrument, side: Side, price: int, mark: int) -> Rej
 def market_band_limit(ins: Instrument, side: Side, mark: int) -> int:
     """The furthest price a MARKET order may trade at: the PERCENT_PRICE band around the mark (binance-api.md
     §4.3.1), the same bound a limit price must keep: a buy up to floor(mark × (1 + up)), a sell down to
-    ceil(mark × (1 − down)). A market order whose counterparty's best price is already past it is refused
-    (-4131); one that would sweep past it fills up to it and the rest expires."""
+    ceil(mark × (1 − down)). A market order that would have to trade past it, its counterparty's best price
+    already outside or its sweep reaching past it, is refused (-4131: "For market orders that would sweep
+    past the band")."""
     if side is _BUY:
         return mark * (BAND_DEN + ins.band_up_num) // BAND_DEN
     return -((-mark * (BAND_DEN - ins.band_down_num)) // BAND_DEN)
@@ -127,9 +129,12 @@ def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> 
         notional_price = reference
     else:
         return RejectReason.INVALID_ORDER_TYPE
-    # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only
+    # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only; in hedge mode a closing order (selling the
+    # LONG side, buying the SHORT side) is reduce-only by its side and exempt too, or a dust position could not
+    # be closed at all (the reduce-only flag is refused in hedge mode)
     if (notional_price and not reduce_only
-            and notional_price * qty * ins.atoms_per_tick_lot < ins.min_notional_atoms):
+            and notional_price * qty * ins.atoms_per_tick_lot < ins.min_notional_atoms
+            and (pside is _BOTH or (pside is _LONG) == (side is _BUY))):
         return RejectReason.MIN_NOTIONAL
     client_order_id = cmd.client_order_id
     if client_order_id or type(client_order_id) is not str:  # "" (none given) is the one value with nothing to check

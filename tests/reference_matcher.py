@@ -32,16 +32,17 @@ The rules, as implemented here:
   the account's open orders on the symbol must be below the maximum (LIMIT
   orders only); a GTX order must not cross; a FOK order must be able to fill
   completely now, self-trade prevention included; a MARKET order, while a
-  mark is known, must find the best opposite price inside the percent band
-  around the mark (binance-api.md §4.3.1, -4131).
+  mark is known, must not need a price outside the percent band around the
+  mark: what it could fill with no bound must not exceed what it could fill
+  inside the band, self-trade prevention included (binance-api.md §4.3.1,
+  "market orders that would sweep past the band", -4131).
 * Matching walks the opposite side by price, then by the time the order
   (last) went into the book. Trades happen at the maker's price. When the
   maker belongs to the taker's account, the taker's STP mode decides:
   EXPIRE_TAKER stops the taker, EXPIRE_MAKER removes the maker and goes on,
   EXPIRE_BOTH removes the maker and stops the taker, NONE trades.
 * What is left of the taker: expired by self-trade prevention, else resting
-  for GTC/GTX, else expired as an IOC remainder (MARKET orders are IOC, and
-  trade only inside the percent band around the mark while one is known).
+  for GTC/GTX, else expired as an IOC remainder (MARKET orders are IOC).
 * Amend: the new quantity and price obey the LIMIT rules (band by the order's
   side; min notional unless reduce-only); the new quantity must exceed the
   filled quantity; something must change; a GTX order's new price must not
@@ -298,10 +299,10 @@ class ReferenceMatcher:
         if cid and any(o.account == cmd.account and o.client_order_id == cid for o in self.book):
             return RejectReason.DUPLICATE_CLIENT_ORDER_ID
         if cmd.order_type == OrderType.MARKET and sym.mark:
-            opposite = [o.price for o in self.book if o.symbol == sym.symbol and o.side != cmd.side]
-            bound = self._market_limit(sym, cmd.side)
-            assert bound is not None
-            if opposite and (min(opposite) > bound if cmd.side == Side.BUY else max(opposite) < bound):
+            probe = RefOrder(0, cmd.account, cmd.symbol, cmd.side, TimeInForce.IOC, cmd.stp, "", False, 0, cmd.qty)
+            unbounded = sum(qty for _, qty in self._plan(sym, probe, None)[0])
+            inside = sum(qty for _, qty in self._plan(sym, probe, self._market_limit(sym, cmd.side))[0])
+            if unbounded > inside:
                 return RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
         if cmd.order_type == OrderType.LIMIT:
             open_here = sum(1 for o in self.book if o.account == cmd.account and o.symbol == cmd.symbol)

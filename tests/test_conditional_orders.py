@@ -388,6 +388,32 @@ def test_hedge_stop_with_reduce_only_is_rejected_at_placement() -> None:
     assert not v.engine.stop_orders
 
 
+def test_stop_below_min_notional_is_refused_at_placement_not_when_it_fires() -> None:
+    # MIN_NOTIONAL (100 USDT, binance-api.md §4.3.1) valued at the trigger (market types) or the limit price:
+    # a 0.001 BTC stop-loss at 79,000 is 79 USDT. Refused now (-4164): accepted, it would be refused when it
+    # fired, and the stop-loss a bot counts on would never trade.
+    v = Venue()
+    rej = one(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=1),
+              OrderRejected)
+    assert rej.reason is RejectReason.MIN_NOTIONAL and rej.reason.binance_code == -4164
+    # a stop-limit is valued at its limit: trigger 79,000 but limit 101,000 x 0.001 = 101 USDT passes
+    accepted_id(v.stop(side=BUY, stop_type=StopType.STOP, working_type=MARK, trigger_price=810_000,
+                       price=1_010_000, qty=1))
+    accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=2))
+    # a trailing stop without an activation price is valued at the current price (the mark, 80,000: 80 USDT)
+    rej = one(v.stop(side=SELL, stop_type=StopType.TRAILING_STOP_MARKET, working_type=MARK, callback_ppm=10_000,
+                     qty=1), OrderRejected)
+    assert rej.reason is RejectReason.MIN_NOTIONAL
+
+
+def test_reduce_only_and_close_position_stops_are_exempt_from_min_notional() -> None:
+    v = Venue()
+    accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=0,
+                       close_position=True))
+    accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=1,
+                       reduce_only=True))
+
+
 # ------------------------------------------------------------------ outcomes
 def test_rejected_at_trigger_time_for_margin_with_the_reason() -> None:
     v = Venue(trader_usdt=100)  # 100 USDT

@@ -469,6 +469,24 @@ def test_amend_of_a_hedge_closing_order_keeps_within_the_position() -> None:
     v.ok(amend(1, oid, "0.015", "81000"))
 
 
+def test_hedge_dust_position_can_be_closed_below_min_notional() -> None:
+    # binance-api.md §4.3.1: MIN_NOTIONAL applies "unless reduceOnly"; in hedge mode the flag itself is refused,
+    # so a closing order (selling the LONG side) is exempt by its side: 0.001 BTC at 80,000 = 80 USDT < 100
+    v = Venue()
+    for a in (1, 2):
+        v.deposit(a, "2000")
+        v.ok(SetPositionMode(account=a, position_mode=PositionMode.HEDGE))
+    v.trade(1, 2, "0.002", "80000", buyer_side=LONG, seller_side=SHORT)
+    v.trade(2, 1, "0.001", "80000", buyer_side=SHORT, seller_side=LONG)  # 0.001 of the LONG closed
+    assert v.pos(1, LONG).qty == lots("0.001")
+    # opening that little is still refused; closing it is not
+    assert v.reject(v.order(1, BUY, "0.001", "80000", position_side=LONG)) is R.MIN_NOTIONAL
+    v.ok(v.order(2, BUY, "0.001", "80000", position_side=SHORT))
+    v.ok(v.order(1, SELL, "0.001", "80000", position_side=LONG))
+    assert v.pos(1, LONG).qty == 0 and v.pos(2, SHORT).qty == 0
+    v.conserved()
+
+
 def test_resting_reduce_only_trimmed_when_position_shrinks() -> None:
     v = Venue()
     v.deposit(1, "2000")

@@ -323,13 +323,16 @@ def note_coverage(cmd: object, views: list[tuple], ref: ReferenceMatcher) -> Non
             SEEN[f"STP {cmd.stp} expired an order"] += 1
             if cmd.tif is TimeInForce.FOK:
                 SEEN["a FOK order filled past its own order"] += 1
-        if (cmd.order_type is OrderType.MARKET and any(v[0] == "trade" for v in views)
-                and views[-1][0] == "canceled" and views[-1][2] is CancelReason.IOC_REMAINDER
-                and any(o.symbol == cmd.symbol and o.side != cmd.side for o in ref.book)):
-            SEEN["a market order stopped at the band, liquidity left beyond it"] += 1
         if cmd.stp is SelfTradePrevention.NONE and any(
                 v[0] == "trade" and ref.all_orders[v[3]].account == cmd.account for v in views):
             SEEN["STP NONE self-trade"] += 1
+    if (isinstance(cmd, PlaceOrder) and views[0][0] == "rejected"
+            and views[0][2] is RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND):
+        bound = ref._market_limit(ref.symbols[cmd.symbol], cmd.side)
+        assert bound is not None
+        if any(o.symbol == cmd.symbol and o.side != cmd.side and (o.price <= bound if cmd.side is Side.BUY
+                                                                   else o.price >= bound) for o in ref.book):
+            SEEN["a market order refused though its best price was inside the band (it would sweep past)"] += 1
 
 
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -364,7 +367,7 @@ def test_engine_agrees_with_reference() -> None:
         "trade", "accepted", "mark", "amend kept priority", "amend lost priority", *GENERATED_REASONS,
         "USER", "IOC_REMAINDER", "SELF_TRADE", "STP EXPIRE_TAKER expired an order", "STP EXPIRE_MAKER expired an order",
         "STP EXPIRE_BOTH expired an order", "STP NONE self-trade", "a FOK order filled past its own order",
-        "a market order stopped at the band, liquidity left beyond it",
+        "a market order refused though its best price was inside the band (it would sweep past)",
     ]
     missing = [k for k in must_see if SEEN[k] == 0]
     assert not missing, f"the random commands never produced {missing}"

@@ -263,18 +263,33 @@ def test_market_order_on_an_empty_book_expires_whole(v: Venue) -> None:
     assert cancels(events) == [(events[0].order_id, CancelReason.IOC_REMAINDER, OrderStatus.EXPIRED, 10, 0)]
 
 
-def test_market_order_trades_only_inside_the_band_around_the_mark(v: Venue) -> None:
-    # binance-api.md §4.3.1 PERCENT_PRICE: a market order may not sweep past mark × (1 ± 5%); with the mark at
-    # 80,000.0 a buy trades up to 84,000.0 (the bound itself included) and the rest expires.
+def test_market_order_trades_inside_the_band_around_the_mark(v: Venue) -> None:
+    # binance-api.md §4.3.1 PERCENT_PRICE: a market order may not trade past mark × (1 ± 5%); with the mark at
+    # 80,000.0 a buy may trade up to 84,000.0, the bound itself included.
     inside = v.place(sell(1, "0.002", "83000.00"))
     edge = v.place(sell(1, "0.002", "84000.00"))  # mark × 1.05 exactly
     v.place(sell(1, "0.002", "84000.10"))  # one tick past it (placed before any mark: no band yet)
     v.send(mark("80000.00"))
-    events = v.send(market(3, BUY, "0.010"))
+    events = v.send(market(3, BUY, "0.004"))
     taker = events[0].order_id
     assert trades(events) == [("83000.00", "0.002", inside, taker), ("84000.00", "0.002", edge, taker)]
-    assert cancels(events) == [(taker, CancelReason.IOC_REMAINDER, OrderStatus.EXPIRED, 6, 4)]
     assert v.depth(SELL) == [("84000.10", "0.002")]
+
+
+def test_market_order_that_would_sweep_past_the_band_is_refused(v: Venue) -> None:
+    # §4.3.1: "For market orders that would sweep past the band: -4131": 0.005 would need the ask at 84,000.1
+    v.place(sell(1, "0.002", "83000.00"))
+    v.place(sell(1, "0.002", "84000.00"))
+    v.place(sell(1, "0.002", "84000.10"))
+    v.send(mark("80000.00"))
+    before = snapshot(v.engine)
+    assert rejected(v.send(market(3, BUY, "0.005"))) is RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
+    assert snapshot(v.engine) == before  # nothing traded
+    # an own order inside the band stops it first (EXPIRE_TAKER): it would not reach past the band, so it is taken
+    v.place(sell(3, "0.002", "83500.00"))
+    events = v.send(market(3, BUY, "0.005"))
+    assert [t[0] for t in trades(events)] == ["83000.00"]
+    assert cancels(events)[-1][1] is CancelReason.SELF_TRADE
 
 
 def test_market_sell_band_rounds_toward_the_mark() -> None:
@@ -283,9 +298,18 @@ def test_market_sell_band_rounds_toward_the_mark() -> None:
     v.place(buy(1, "0.002", "76000.20"))
     v.place(buy(1, "0.002", "76000.30"))
     v.send(mark("80000.30"))
-    events = v.send(market(3, SELL, "0.004"))
+    assert rejected(v.send(market(3, SELL, "0.003"))) is RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
+    events = v.send(market(3, SELL, "0.002"))
     assert [t[0] for t in trades(events)] == ["76000.30"]
     assert v.depth(BUY) == [("76000.20", "0.002")]
+
+
+def test_market_order_meeting_an_empty_band_side_is_not_refused(v: Venue) -> None:
+    # the book running out inside the band is not a sweep past it: the remainder expires as an IOC's
+    v.place(sell(1, "0.002", "83000.00"))
+    v.send(mark("80000.00"))
+    events = v.send(market(3, BUY, "0.005"))
+    assert cancels(events) == [(events[0].order_id, CancelReason.IOC_REMAINDER, OrderStatus.EXPIRED, 3, 2)]
 
 
 def test_market_order_is_refused_when_the_best_price_is_outside_the_band(v: Venue) -> None:
@@ -305,6 +329,17 @@ def test_market_order_without_a_mark_is_not_bounded(v: Venue) -> None:
     v.place(sell(1, "0.002", "80000.00"))
     events = v.send(market(3, BUY, "0.004"))
     assert [t[2] for t in trades(events)][-1] == far
+
+
+def test_a_zero_max_price_disables_that_bound() -> None:
+    # binance-api.md §4.3.1 PRICE_FILTER: "A zero value disables that rule."
+    free = msgspec.structs.replace(INSTRUMENTS[BTC], max_price="0")
+    engine = Engine([free])
+    out = engine.apply(PlaceOrder(account=1, symbol=BTC, side=SELL, qty=10, price=10**12))
+    assert isinstance(out[0], OrderAccepted)
+    capped = Engine([INSTRUMENTS[BTC]])
+    out = capped.apply(PlaceOrder(account=1, symbol=BTC, side=SELL, qty=10, price=10**12))
+    assert out[0].reason is RejectReason.PRICE_ABOVE_MAX
 
 
 # ================================================================ time in force
