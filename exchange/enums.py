@@ -56,7 +56,7 @@ class CancelReason(StrEnum):
     IOC_REMAINDER = "IOC_REMAINDER"  # IOC or MARKET found no more liquidity
     SELF_TRADE = "SELF_TRADE"  # self-trade prevention expired it
     REDUCE_ONLY = "REDUCE_ONLY"  # a reduce-only order that could no longer only reduce
-    LIQUIDATION = "LIQUIDATION"  # cancelled by the liquidation engine to free the margin it held
+    LIQUIDATION = "LIQUIDATION"  # expired by the liquidation engine to free the margin it held (Binance er=5)
     ADL = "ADL"  # cancelled because auto-deleveraging closed the position it was for
 
     @property
@@ -69,7 +69,7 @@ _CANCEL_STATUS = {
     CancelReason.IOC_REMAINDER: OrderStatus.EXPIRED,
     CancelReason.SELF_TRADE: OrderStatus.EXPIRED_IN_MATCH,
     CancelReason.REDUCE_ONLY: OrderStatus.EXPIRED,
-    CancelReason.LIQUIDATION: OrderStatus.CANCELED,
+    CancelReason.LIQUIDATION: OrderStatus.EXPIRED,  # binance-api.md §3.4 step 2: X=EXPIRED, er=5
     CancelReason.ADL: OrderStatus.CANCELED,
 }
 

@@ -32,7 +32,7 @@ import pytest
 from adl.ranking import AdlRanking, quantiles, rank, score
 from exchange.accounts import Position, SymbolSettings
 from exchange.commands import PlaceOrder, Withdraw
-from exchange.enums import CancelReason, MarginMode, OrderType, PositionSide, TimeInForce
+from exchange.enums import CancelReason, MarginMode, OrderStatus, OrderType, PositionSide, TimeInForce
 from exchange.events import (
     AdlExecuted,
     BalanceUpdated,
@@ -238,6 +238,7 @@ def test_c_isolated_liquidation_leaves_the_cross_wallet_and_other_positions_unto
     # Step 1 cancels only the orders of that symbol (isolated); the ETH order stays.
     [cancel] = of_type(events, OrderCanceled)
     assert (cancel.symbol, cancel.account, cancel.reason) == (BTC, 1, CancelReason.LIQUIDATION)
+    assert cancel.status is OrderStatus.EXPIRED  # binance-api.md §3.4 step 2: X=EXPIRED, er="5"
     assert s.engine.market(ETH).open_by_account.get(1)
     # The cross wallet and the ETH position are exactly as they were; no event touched them.
     assert s.wallet(1) == wallet
