@@ -40,6 +40,7 @@ class PlaceOrder(Command, tag=True):
     reduce_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER
     position_side: PositionSide = PositionSide.BOTH  # LONG or SHORT in hedge mode
+    good_till_date: int = 0  # GTD only: virtual ms at which the remainder expires (after now); ignored otherwise
 
 
 class PlaceStopOrder(Command, tag=True):

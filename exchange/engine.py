@@ -8,6 +8,7 @@ has passed every check.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
@@ -87,6 +88,7 @@ _LIMIT = OrderType.LIMIT
 _MARKET = OrderType.MARKET
 _GTC = TimeInForce.GTC
 _GTX = TimeInForce.GTX
+_GTD = TimeInForce.GTD
 _FOK = TimeInForce.FOK
 _BUY = Side.BUY
 _FILLED = OrderStatus.FILLED
@@ -135,6 +137,7 @@ class Engine:
         for ins in instruments if instruments is not None else default_instruments():
             self.markets[ins.symbol] = Market(ins)
         self.orders: dict[int, Order] = {}  # open orders by id, all symbols
+        self._gtd: list[tuple[int, int]] = []  # heap of (good-till date, order id) of resting GTD orders
         self.client_orders: dict[tuple[int, str], Order] = {}  # (account, client order id) -> open order
         self.seq = 0  # last global seq handed out
         self.next_order_id = 1
@@ -506,6 +509,7 @@ class Engine:
         pside = cmd.position_side
         is_limit = otype is _LIMIT
         tif = cmd.tif if is_limit else _IOC
+        good_till = cmd.good_till_date if tif is _GTD else 0
         reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (side is _BUY))
         oid = self.next_order_id
         self.next_order_id = oid + 1
@@ -513,12 +517,13 @@ class Engine:
         symbol = m.instrument.symbol
         order = Order(
             oid, account, symbol, side, otype, tif, price, qty, qty,
-            0, 0, client_order_id, reduce_only, stp, _NEW, ts, 0, pside,
+            0, 0, client_order_id, reduce_only, stp, _NEW, ts, 0, pside, good_till,
         )
         self.seq = seq = self.seq + 1
         m.seq = sseq = m.seq + 1
         out.append(OrderAccepted(
             seq, sseq, ts, symbol, oid, account, client_order_id, side, otype, tif, price, qty, reduce_only, stp, pside,
+            good_till,
         ))
         # A reduce-only taker may fill only what the position has left to close; the rest expires.
         withheld = 0
@@ -537,7 +542,7 @@ class Engine:
         if order.leaves:
             if stp_expired:
                 self._close_unfilled(out, m, order, _SELF_TRADE)
-            elif tif is _GTC or tif is _GTX:
+            elif tif is _GTC or tif is _GTX or tif is _GTD:
                 # Rest it: the book, then the indexes of open orders (what `_rest` does, written out here because
                 # most orders end this way)
                 m.book.add(order)
@@ -551,14 +556,20 @@ class Engine:
                     by_acc[oid] = order
                 if client_order_id:
                     self.client_orders[(account, client_order_id)] = order
+                if good_till:
+                    heapq.heappush(self._gtd, (good_till, oid))
             else:
                 self._close_unfilled(out, m, order, _IOC_REMAINDER)
 
     def _check_entry(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
-        """The entry rules that read the book, for a GTX or FOK limit order: GTX must not take, FOK must fill in
-        full now. (The other rules that need the engine's state, a duplicate client order id and the open-order
-        limit, come first, in `_place`.)"""
+        """The entry rules of the other times in force, which read the book or the clock: GTD needs a good-till
+        date after now, GTX must not take, FOK must fill in full now. (The other rules that need the engine's
+        state, a duplicate client order id and the open-order limit, come first, in `_place`.)"""
         tif = cmd.tif
+        if tif is _GTD:  # GTD needs a good-till date still to come
+            good_till = cmd.good_till_date
+            if type(good_till) is not int or good_till <= self.clock.now:
+                return RejectReason.GOOD_TILL_DATE_INVALID
         if tif is _GTX and m.book.crosses(cmd.side, cmd.price):
             return RejectReason.POST_ONLY_WOULD_TAKE
         if tif is _FOK and m.book.fillable_qty(cmd.side, cmd.price, cmd.account, cmd.stp, cmd.qty) < cmd.qty:
@@ -645,7 +656,7 @@ class Engine:
                 order.order_id, order.account, order.symbol, order.side, order.order_type, order.tif,
                 cmd.price, cmd.qty, cmd.qty - order.filled, order.filled, order.canceled,
                 order.client_order_id, order.reduce_only, order.stp, order.status, self.clock.now,
-                order.notional_filled, order.position_side,
+                order.notional_filled, order.position_side, order.good_till_date,
             )
             order.leaves = 0
         self.seq += 1
@@ -696,11 +707,25 @@ class Engine:
                 steps += [(t, kind, symbol) for t, kind in boundaries(clock.now, cmd.ts, m.data.schedule)]
         steps.sort()
         for t, kind, symbol in steps:
+            self._expire_gtd(out, t)
             clock.advance_to(t)
             self._market_data_step(out, self.markets[symbol], kind, t)
+        self._expire_gtd(out, cmd.ts)
         clock.advance_to(cmd.ts)
         if self.risk is not None:
             self.risk.on_time(cmd.ts, out)
+
+    def _expire_gtd(self, out: list[Event], until: int) -> None:
+        """Expire the GTD orders whose good-till date is `until` or before, each at its own time, oldest date
+        first (ties by order id). Entries of orders that have left the book since are skipped."""
+        heap = self._gtd
+        while heap and heap[0][0] <= until:
+            t, oid = heapq.heappop(heap)
+            order = self.orders.get(oid)
+            if order is None or order.good_till_date != t:
+                continue
+            self.clock.advance_to(t)  # type: ignore[attr-defined]  (only a VirtualClock comes this way)
+            self._cancel_resting(out, self.markets[order.symbol], order, CancelReason.GTD_EXPIRED)
 
     def _market_data_step(self, out: list[Event], m: Market, kind: int, t: int) -> None:
         data = m.data

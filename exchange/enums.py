@@ -29,6 +29,7 @@ class TimeInForce(StrEnum):
     IOC = "IOC"  # immediate or cancel: the remainder expires
     FOK = "FOK"  # fill or kill: all at once or nothing
     GTX = "GTX"  # post only: rejected if any part would take
+    GTD = "GTD"  # good till date: as GTC, and the remainder expires at `good_till_date` (virtual ms)
 
 
 class SelfTradePrevention(StrEnum):
@@ -58,6 +59,7 @@ class CancelReason(StrEnum):
     REDUCE_ONLY = "REDUCE_ONLY"  # a reduce-only order that could no longer only reduce
     LIQUIDATION = "LIQUIDATION"  # expired by the liquidation engine to free the margin it held (Binance er=5)
     ADL = "ADL"  # cancelled because auto-deleveraging closed the position it was for
+    GTD_EXPIRED = "GTD_EXPIRED"  # a GTD order reached its good-till date
 
     @property
     def status(self) -> OrderStatus:
@@ -71,6 +73,7 @@ _CANCEL_STATUS = {
     CancelReason.REDUCE_ONLY: OrderStatus.EXPIRED,
     CancelReason.LIQUIDATION: OrderStatus.EXPIRED,  # binance-api.md §3.4 step 2: X=EXPIRED, er=5
     CancelReason.ADL: OrderStatus.CANCELED,
+    CancelReason.GTD_EXPIRED: OrderStatus.EXPIRED,
 }
 
 
@@ -94,7 +97,8 @@ class RejectReason(StrEnum):
     PRICE_ABOVE_MAX = "PRICE_ABOVE_MAX"
     PRICE_ABOVE_BAND = "PRICE_ABOVE_BAND"
     PRICE_BELOW_BAND = "PRICE_BELOW_BAND"
-    COUNTERPARTY_PRICE_OUTSIDE_BAND = "COUNTERPARTY_PRICE_OUTSIDE_BAND"  # a MARKET order: best price past the band
+    COUNTERPARTY_PRICE_OUTSIDE_BAND = "COUNTERPARTY_PRICE_OUTSIDE_BAND"  # a MARKET order that would pass the band
+    GOOD_TILL_DATE_INVALID = "GOOD_TILL_DATE_INVALID"  # GTD without a good-till date in the future
     BAD_PRECISION = "BAD_PRECISION"
     QTY_NOT_POSITIVE = "QTY_NOT_POSITIVE"
     QTY_OFF_STEP = "QTY_OFF_STEP"
@@ -153,6 +157,8 @@ BINANCE_CODES: dict[RejectReason, int] = {
     RejectReason.PRICE_ABOVE_BAND: -4016,
     RejectReason.PRICE_BELOW_BAND: -4024,
     RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND: -4131,
+    # §4.4 has no code of its own for a bad goodTillDate: the malformed-parameter one, as for MALFORMED
+    RejectReason.GOOD_TILL_DATE_INVALID: -1102,
     RejectReason.BAD_PRECISION: -1111,
     RejectReason.QTY_NOT_POSITIVE: -4003,
     RejectReason.QTY_OFF_STEP: -4023,

@@ -55,6 +55,7 @@ class OrderAccepted(Event, tag=True):
     reduce_only: bool
     stp: SelfTradePrevention
     position_side: PositionSide = PositionSide.BOTH
+    good_till_date: int = 0  # GTD: virtual ms at which the remainder expires (OrderCanceled GTD_EXPIRED)
 
 
 class OrderRejected(Event, tag=True):

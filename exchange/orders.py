@@ -33,3 +33,4 @@ class Order(msgspec.Struct, gc=False):
     ts: int = 0  # virtual time of acceptance (or of the last priority-losing amend)
     notional_filled: int = 0  # Σ price × qty of fills, in tick·lots (average price = this / filled)
     position_side: PositionSide = PositionSide.BOTH
+    good_till_date: int = 0  # GTD: virtual ms at which the remainder expires; 0 otherwise

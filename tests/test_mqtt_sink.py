@@ -245,7 +245,8 @@ def test_worker_frames_give_every_event_once_per_topic_in_order(cfg, fmt):
     for v in got.values():
         assert [ts for ts, _s in v] == list(range(1, len(v) + 1))
     if cfg["mode"] == "batch" and cfg["batch_window"] > 0:
-        assert len(sent) < sum(map(len, want.values())) / 10  # batched: far fewer messages than events
+        # batched: far fewer messages than events (with the 4,000-byte cap, about 10 events a message)
+        assert len(sent) < sum(map(len, want.values())) / 8
 
 
 def test_docs_list_every_event_type_with_an_example():

@@ -43,7 +43,7 @@ from exchange.units import GridError
 
 BTC, ETH, STRICT = "BTCUSDT", "ETHUSDT", "STRICTUSDT"
 BUY, SELL = Side.BUY, Side.SELL
-GTC, IOC, FOK, GTX = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.GTX
+GTC, IOC, FOK, GTX, GTD = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.GTX, TimeInForce.GTD
 EXPIRE_TAKER = SelfTradePrevention.EXPIRE_TAKER
 EXPIRE_MAKER = SelfTradePrevention.EXPIRE_MAKER
 EXPIRE_BOTH = SelfTradePrevention.EXPIRE_BOTH
@@ -61,10 +61,10 @@ INSTRUMENTS = {ins.symbol: ins for ins in (btcusdt(), ethusdt(), strict_instrume
 # ---------------------------------------------------------------- building commands from decimal strings
 def limit(account: int, side: Side, qty: str, price: str, *, tif: TimeInForce = GTC,
           stp: SelfTradePrevention = EXPIRE_TAKER, cid: str = "", symbol: str = BTC,
-          reduce_only: bool = False) -> PlaceOrder:
+          reduce_only: bool = False, good_till: int = 0) -> PlaceOrder:
     ins = INSTRUMENTS[symbol]
     return PlaceOrder(account=account, symbol=symbol, side=side, qty=ins.qty_lots(qty), price=ins.price_ticks(price),
-                      tif=tif, stp=stp, client_order_id=cid, reduce_only=reduce_only)
+                      tif=tif, stp=stp, client_order_id=cid, reduce_only=reduce_only, good_till_date=good_till)
 
 
 def buy(account: int, qty: str, price: str, **kw) -> PlaceOrder:
@@ -343,6 +343,45 @@ def test_a_zero_max_price_disables_that_bound() -> None:
 
 
 # ================================================================ time in force
+def test_gtd_rests_like_gtc_and_its_remainder_expires_at_its_date(v: Venue) -> None:
+    # binance-api.md §4.3.3: timeInForce GTD + goodTillDate. Until the date it is a GTC order.
+    v.send(AdvanceClock(ts=1_000))
+    gtd = v.place(sell(1, "0.010", "80000.00", tif=GTD, good_till=61_000))
+    assert v.log[-1].good_till_date == 61_000  # OrderAccepted says when it will expire
+    v.send(buy(2, "0.004", "80000.00"))  # a partial fill first
+    assert v.send(AdvanceClock(ts=60_999)) == []  # not yet
+    events = v.send(AdvanceClock(ts=120_000))
+    assert cancels(events) == [(gtd, CancelReason.GTD_EXPIRED, OrderStatus.EXPIRED, 6, 4)]
+    assert events[0].ts == 61_000  # expired at its own date, not at the end of the step
+    assert gtd not in v.engine.orders and v.depth(SELL) == []
+
+
+def test_gtd_orders_expire_in_date_order_and_a_cancelled_one_is_skipped(v: Venue) -> None:
+    late = v.place(buy(1, "0.010", "79000.00", tif=GTD, good_till=30_000))
+    gone = v.place(buy(1, "0.010", "79001.00", tif=GTD, good_till=10_000))
+    early = v.place(buy(2, "0.010", "79002.00", tif=GTD, good_till=20_000))
+    v.send(cancel(1, gone))
+    moved = v.send(amend(2, early, qty="0.020", price="79003.00"))  # loses its place, keeps its date
+    assert moved[-1].priority_kept is False
+    events = v.send(AdvanceClock(ts=40_000))
+    assert [(e.order_id, e.ts) for e in events if isinstance(e, OrderCanceled)] == [(early, 20_000), (late, 30_000)]
+    assert v.engine.orders == {}
+
+
+@pytest.mark.parametrize("good_till", [0, 5_000, -1])
+def test_gtd_needs_a_date_after_now(v: Venue, good_till: int) -> None:
+    v.send(AdvanceClock(ts=5_000))
+    events = v.send(sell(1, "0.010", "80000.00", tif=GTD, good_till=good_till))
+    assert rejected(events) is RejectReason.GOOD_TILL_DATE_INVALID
+    assert RejectReason.GOOD_TILL_DATE_INVALID.binance_code == -1102  # §4.4 has no code of its own for it
+
+
+def test_a_good_till_date_on_another_time_in_force_is_ignored(v: Venue) -> None:
+    oid = v.place(sell(1, "0.010", "80000.00", good_till=1_000))
+    assert v.order(oid).good_till_date == 0
+    assert v.send(AdvanceClock(ts=2_000)) == []
+
+
 def test_ioc_fills_what_it_can_and_the_rest_expires(v: Venue) -> None:
     maker = v.place(sell(1, "0.003", "80000.00"))
     v.place(sell(1, "0.003", "80000.20"))  # beyond the IOC's limit
@@ -852,6 +891,11 @@ def _(v: Venue) -> object:
     v.place(sell(1, "0.010", "84500.00"))  # rests before the mark: 5.6% above it once it is set
     v.send(mark("80000.00"))
     return market(2, BUY, "0.010")
+
+
+@scenario(RejectReason.GOOD_TILL_DATE_INVALID)
+def _(v: Venue) -> object:
+    return sell(1, "0.010", "80000.00", tif=GTD)  # no good-till date
 
 
 @scenario(RejectReason.MALFORMED)
