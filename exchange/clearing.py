@@ -364,7 +364,7 @@ class Clearing:
     def check_order(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
         """Account, position side, reduce-only and initial margin rules for a new order."""
         acct = self.accounts.get(cmd.account)
-        if acct is None:
+        if acct is None or acct.id == FUND_ACCOUNT:  # the insurance fund trades only through the liquidation engine
             return RejectReason.UNKNOWN_ACCOUNT
         ps = cmd.position_side
         if acct.position_mode is _ONE_WAY:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from exchange.brackets import default_table
-from exchange.clearing import Clearing
+from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.clock import Clock, VirtualClock
 from exchange.commands import (
     AdjustIsolatedMargin,
@@ -219,7 +219,10 @@ class Engine:
 
         def handle(cmd: Command, out: list[Event]) -> None:
             try:
-                reason = method(cmd, out)
+                # the insurance fund's account is the exchange's own: no command acts as it (its every change is
+                # an InsuranceFundUpdated with its cause, mechanics.md Part 1)
+                reason = RejectReason.UNKNOWN_ACCOUNT if getattr(cmd, "account", None) == FUND_ACCOUNT \
+                    else method(cmd, out)
             except Exception:  # wrong-typed fields that slipped past the checks: reject, never crash
                 if out:
                     raise
@@ -881,7 +884,7 @@ class Engine:
             return RejectReason.MAX_STOP_ORDERS
         if self.clearing is not None:
             acct = self.clearing.accounts.get(cmd.account)
-            if acct is None:
+            if acct is None or acct.id == FUND_ACCOUNT:
                 return RejectReason.UNKNOWN_ACCOUNT
             hedge = acct.position_mode.value == "HEDGE"
             if (cmd.position_side is _BOTH) == hedge:

@@ -719,3 +719,22 @@ def test_binance_code_matches_catalogue(reason: RejectReason, code: int, message
     assert len(cat) > 40  # the table was found and parsed
     assert BINANCE_CODES[reason] == reason.binance_code == code
     assert cat.get(code) == message
+
+
+# ============================================================================ the insurance fund's account
+@pytest.mark.parametrize("cmd", [
+    Deposit(account=FUND_ACCOUNT, asset=USDT, amount=usdt("100")),
+    Withdraw(account=FUND_ACCOUNT, asset=USDT, amount=usdt("100")),
+    Transfer(account=FUND_ACCOUNT, asset=USDT, amount=usdt("100"), from_wallet=FUT, to_wallet=SPOT),
+    SetLeverage(account=FUND_ACCOUNT, symbol=BTC, leverage=10),
+    SetMarginMode(account=FUND_ACCOUNT, symbol=BTC, margin_mode=MarginMode.ISOLATED),
+    SetPositionMode(account=FUND_ACCOUNT, position_mode=PositionMode.HEDGE),
+    PlaceOrder(account=FUND_ACCOUNT, symbol=BTC, side=BUY, qty=lots("0.01"), price=px("80000")),
+], ids=lambda c: type(c).__name__)
+def test_no_command_acts_as_the_insurance_fund(cmd: Any) -> None:
+    # mechanics.md Part 1: the fund changes only with an event that names its cause; its account (id 0) is the
+    # exchange's own, so a command naming it is refused as an unknown account and the fund is untouched
+    v = Venue(insurance_fund={USDT: usdt("100000")})
+    assert v.reject(cmd) is R.UNKNOWN_ACCOUNT
+    assert v.clearing.treasury.insurance[USDT] == usdt("100000")
+    assert not v.clearing.accounts[FUND_ACCOUNT].exposure
