@@ -787,17 +787,28 @@ class Clearing:
         k = m.instrument.atoms_per_tick_lot
         price = self.reference_price(m)
         cap = table.max_notional_for_leverage(lev)
+        old = settings.leverage
         for pos in positions:
             notional = abs(pos.qty) * price * k if price else abs(pos.cost)
             if notional > cap:
                 return RejectReason.LEVERAGE_TOO_HIGH_FOR_POSITION
-            if pos.isolated and pos.isolated_margin < ceil_div(notional, lev):
-                return RejectReason.MARGIN_INSUFFICIENT  # lowering leverage would leave it under its initial margin
-        old = settings.leverage
+            if lev < old and pos.isolated and pos.isolated_margin < ceil_div(notional, lev):
+                return RejectReason.LEVERAGE_MARGIN_INSUFFICIENT  # it would leave the position under its initial margin
+        # the open orders count towards the cap, as at order entry (`_opening_rules`): per position side and
+        # direction, the position with the same-direction orders after netting, valued at the orders' average price
+        for (symbol, side), e in acct.exposure.items():
+            if symbol != cmd.symbol:
+                continue
+            pos = acct.positions.get((symbol, side))
+            q = pos.qty if pos is not None else 0
+            for after, qty, notional in ((q + e.buy_qty, e.buy_qty, e.buy_notional),
+                                         (-q + e.sell_qty, e.sell_qty, e.sell_notional)):
+                if qty and after > 0 and after * notional * k // qty > cap:
+                    return RejectReason.LEVERAGE_TOO_HIGH_FOR_POSITION
         settings.leverage = lev
         if self.available(acct, m.instrument.settlement_asset) < 0 and lev < old:
             settings.leverage = old
-            return RejectReason.MARGIN_INSUFFICIENT
+            return RejectReason.LEVERAGE_MARGIN_INSUFFICIENT
         self._config_event(out, acct, cmd.symbol)
         for pos in positions:
             self._position_event(out, pos, PositionReason.LEVERAGE)

@@ -256,6 +256,30 @@ def test_leverage_too_high_for_position() -> None:
     v.ok(v.order(1, BUY, "5", "80000"))  # exactly 800,000 is allowed
 
 
+def test_raising_leverage_counts_the_open_orders_against_the_cap() -> None:
+    # 10 BTC bid at 50,000 resting (500,000 notional) at 20x: at 125x the cap is bracket 1's 300,000 (-2027)
+    v = Venue()
+    v.deposit(1, "100000")
+    v.ok(v.order(1, BUY, "10", "50000"))
+    assert v.reject(SetLeverage(account=1, symbol=BTC, leverage=125)) is R.LEVERAGE_TOO_HIGH_FOR_POSITION
+    assert v.clearing.accounts[1].settings[BTC].leverage == 20
+    v.ok(SetLeverage(account=1, symbol=BTC, leverage=100))  # 100x allows bracket 2's 800,000
+
+
+def test_raising_leverage_of_a_profitable_isolated_position_is_allowed() -> None:
+    # isolated 10x long 1 BTC at 50,000 (margin 5,000), mark 70,000: its notional is 70,000, which 12x would
+    # want 5,833.33 of; raising leverage never asks for more margin, so it is accepted (only lowering is checked)
+    v = Venue()
+    v.deposit(1, "100000")
+    v.deposit(2, "100000")
+    v.ok(SetMarginMode(account=1, symbol=BTC, margin_mode=MarginMode.ISOLATED))
+    v.ok(SetLeverage(account=1, symbol=BTC, leverage=10))
+    v.trade(1, 2, "1", "50000")
+    v.mark("70000")
+    v.ok(SetLeverage(account=1, symbol=BTC, leverage=12))
+    assert v.clearing.accounts[1].settings[BTC].leverage == 12
+
+
 def test_lowering_leverage_cross_margin_insufficient() -> None:
     # wallet 995 after a 5 fee; 10,000 notional at 20x holds 500.
     v = Venue()
@@ -263,7 +287,7 @@ def test_lowering_leverage_cross_margin_insufficient() -> None:
     v.deposit(2, "1000")
     v.trade(1, 2, "0.125", "80000")
     # 10x: IM 1,000 > 995 → free would be −5
-    assert v.reject(SetLeverage(account=1, symbol=BTC, leverage=10)) is R.MARGIN_INSUFFICIENT
+    assert v.reject(SetLeverage(account=1, symbol=BTC, leverage=10)) is R.LEVERAGE_MARGIN_INSUFFICIENT  # -2028
     assert v.clearing.accounts[1].settings[BTC].leverage == 20
     # 11x: IM 909.09…: free 85.9 ≥ 0
     v.ok(SetLeverage(account=1, symbol=BTC, leverage=11))
@@ -280,7 +304,7 @@ def test_lowering_leverage_isolated_margin_insufficient() -> None:
     v.trade(1, 2, "0.125", "80000")
     assert v.pos(1).isolated_margin == usdt("1000")  # 10,000 / 10
     # 9x would need 1,111.11 > 1,000 of isolated margin
-    assert v.reject(SetLeverage(account=1, symbol=BTC, leverage=9)) is R.MARGIN_INSUFFICIENT
+    assert v.reject(SetLeverage(account=1, symbol=BTC, leverage=9)) is R.LEVERAGE_MARGIN_INSUFFICIENT
     v.ok(SetLeverage(account=1, symbol=BTC, leverage=20))
     assert v.pos(1).isolated_margin == usdt("1000")  # raising leverage moves no margin
 
@@ -686,6 +710,7 @@ NEW_REASONS: list[tuple[RejectReason, int, str]] = [
     (R.MAX_POSITION_EXCEEDED, -2027, "Exceeded the maximum allowable position at current leverage."),
     (R.INVALID_LEVERAGE, -4028, "Leverage %s is not valid"),
     (R.LEVERAGE_TOO_HIGH_FOR_POSITION, -2027, "Exceeded the maximum allowable position at current leverage."),
+    (R.LEVERAGE_MARGIN_INSUFFICIENT, -2028, "Leverage is smaller than permitted: insufficient margin balance."),
     (R.MARGIN_MODE_UNCHANGED, -4046, "No need to change margin type."),
     (R.MARGIN_MODE_OPEN_ORDERS, -4047, "Margin type cannot be changed if there exists open orders."),
     (R.MARGIN_MODE_HAS_POSITION, -4048, "Margin type cannot be changed if there exists position."),
