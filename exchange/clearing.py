@@ -130,6 +130,8 @@ class Clearing:
         self.liquidation_shortfalls = 0  # the part of `shortfalls` in liquidation fills
         self.fund_history: list[InsuranceFundUpdated] = []  # every change of the fund, as published
         self._stamp: Stamp = _unattached
+        #: (account, symbol or None) -> whether it has conditional orders waiting; the engine's, once attached
+        self.stops_open: Callable[[int, str | None], bool] = lambda account, symbol: False
 
     def fund_account(self) -> Account:
         """The insurance fund's account (created on first use; its wallet is `treasury.insurance`)."""
@@ -167,10 +169,14 @@ class Clearing:
                     total += pos.isolated_margin - pos.cost
         return total
 
-    def attach(self, markets: dict[str, Market], stamp: Stamp) -> None:
-        """Called once by the engine: the markets it trades and how to stamp events."""
+    def attach(self, markets: dict[str, Market], stamp: Stamp,
+               stops_open: Callable[[int, str | None], bool] | None = None) -> None:
+        """Called once by the engine: the markets it trades, how to stamp events, and whether an account has
+        conditional orders waiting (in a symbol, or any)."""
         self.markets = markets
         self._stamp = stamp
+        if stops_open is not None:
+            self.stops_open = stops_open
         for symbol, m in markets.items():
             self.assets.add(m.instrument.settlement_asset)
             self.open_positions.setdefault(symbol, {})
@@ -769,6 +775,11 @@ class Clearing:
         return [p for p in acct.positions.values() if p.symbol == symbol and p.qty]
 
     def _has_orders(self, acct: Account, symbol: str | None) -> bool:
+        """Open orders of the account (in `symbol`, or any): in the book, or conditional orders waiting for their
+        trigger (Binance counts both: a stop left behind a margin- or position-mode change would fail when it
+        fired)."""
+        if self.stops_open(acct.id, symbol):
+            return True
         if symbol is not None:
             return bool(self.markets[symbol].open_by_account.get(acct.id))
         return any(m.open_by_account.get(acct.id) for m in self.markets.values())

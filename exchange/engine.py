@@ -160,7 +160,7 @@ class Engine:
         self.clearing = clearing
         self.risk: RiskHook | None = None  # the liquidation engine, when one is plugged in
         if clearing is not None:
-            clearing.attach(self.markets, self._stamp)
+            clearing.attach(self.markets, self._stamp, self._stops_open)
             for cmd_type, method in (
                 (Deposit, clearing.deposit), (Withdraw, clearing.withdraw), (Transfer, clearing.transfer),
                 (SetLeverage, clearing.set_leverage), (SetMarginMode, clearing.set_margin_mode),
@@ -892,6 +892,10 @@ class Engine:
         elif cmd.position_side is not _BOTH:
             return RejectReason.POSITION_SIDE_MISMATCH
         return None
+
+    def _stops_open(self, account: int, symbol: str | None) -> bool:
+        """Whether `account` has conditional orders waiting, in `symbol` (None: in any)."""
+        return any(s.account == account and (symbol is None or s.symbol == symbol) for s in self.stop_orders.values())
 
     def _cancel_stop(self, cmd: CancelStopOrder, out: list[Event]) -> None:
         m = self.markets.get(cmd.symbol) if type(cmd.symbol) is str else None

@@ -29,12 +29,13 @@ from exchange.commands import (
     Deposit,
     PlaceOrder,
     PlaceStopOrder,
+    SetMarginMode,
     SetMarkPrice,
     SetPositionMode,
     UpdateIndex,
 )
 from exchange.conditional import StopType, WorkingType
-from exchange.enums import CancelReason, OrderType, PositionMode, PositionSide, RejectReason, Side
+from exchange.enums import CancelReason, MarginMode, OrderType, PositionMode, PositionSide, RejectReason, Side
 from exchange.events import (
     MarkPriceUpdated,
     OrderAccepted,
@@ -412,6 +413,20 @@ def test_reduce_only_and_close_position_stops_are_exempt_from_min_notional() -> 
                        close_position=True))
     accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000, qty=1,
                        reduce_only=True))
+
+
+def test_a_waiting_stop_blocks_margin_and_position_mode_changes_as_an_open_order_does() -> None:
+    # binance-api.md §4.4 -4047 / -4067: not with open orders; a stop waiting for its trigger is one (left
+    # behind a position-mode change, a BOTH stop would be refused when it fired)
+    v = Venue()
+    sid = accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=MARK, trigger_price=790_000))
+    mode = v.apply(SetPositionMode(account=TRADER, position_mode=PositionMode.HEDGE))
+    assert one(mode, OrderRejected).reason is RejectReason.POSITION_MODE_OPEN_ORDERS
+    margin = v.apply(SetMarginMode(account=TRADER, symbol=SYM, margin_mode=MarginMode.ISOLATED))
+    assert one(margin, OrderRejected).reason is RejectReason.MARGIN_MODE_OPEN_ORDERS
+    v.apply(CancelStopOrder(account=TRADER, symbol=SYM, stop_id=sid))
+    none_of(v.apply(SetMarginMode(account=TRADER, symbol=SYM, margin_mode=MarginMode.ISOLATED)), OrderRejected)
+    none_of(v.apply(SetPositionMode(account=TRADER, position_mode=PositionMode.HEDGE)), OrderRejected)
 
 
 # ------------------------------------------------------------------ outcomes
