@@ -910,10 +910,14 @@ class Engine:
         if stop is None or stop.account != cmd.account or stop.symbol != m.instrument.symbol:
             self._reject(out, m, cmd.account, "CancelStopOrder", RejectReason.UNKNOWN_ORDER, cmd.client_order_id)
             return
+        self._withdraw_stop(out, m, stop, CancelReason.USER)
+
+    def _withdraw_stop(self, out: list[Event], m: Market, stop: ConditionalOrder, reason: CancelReason) -> None:
+        """Take a waiting conditional order away and say why (StopOrderCanceled)."""
         self._drop_stop(m, stop)
         seq, sseq, ts = self._stamp(m)
         out.append(StopOrderCanceled(seq, sseq, ts, stop.symbol, stop.stop_id, stop.account, stop.client_order_id,
-                                     CancelReason.USER))
+                                     reason))
 
     def _drop_stop(self, m: Market, stop: ConditionalOrder) -> None:
         m.stops[stop.working_type].remove(stop)
@@ -987,6 +991,14 @@ class Engine:
             m = self.markets[sym]
             for order in list(m.open_by_account.get(account, {}).values()):
                 self._cancel_resting(out, m, order, reason)
+
+    def cancel_account_stops(self, out: list[Event], account: int, symbol: str | None,
+                             reason: CancelReason = CancelReason.LIQUIDATION) -> None:
+        """Cancel an account's conditional orders in one symbol (or all), in stop id order."""
+        for stop in sorted((s for s in self.stop_orders.values()
+                            if s.account == account and (symbol is None or s.symbol == symbol)),
+                           key=lambda s: s.stop_id):
+            self._withdraw_stop(out, self.markets[stop.symbol], stop, reason)
 
     def send_ioc(self, out: list[Event], m: Market, account: int, position_side: PositionSide, side: Side,
                  qty: int, price: int, order_type: OrderType) -> tuple[int, int]:

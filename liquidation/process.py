@@ -56,6 +56,9 @@ class LiquidationVenue(Protocol):
     def cancel_account_orders(self, out: list[Event], account: int, symbol: str | None,
                               reason: CancelReason = CancelReason.LIQUIDATION) -> None: ...
 
+    def cancel_account_stops(self, out: list[Event], account: int, symbol: str | None,
+                             reason: CancelReason = CancelReason.LIQUIDATION) -> None: ...
+
     def send_ioc(self, out: list[Event], m: Market, account: int, position_side: PositionSide, side: Side,
                  qty: int, price: int, order_type: OrderType) -> tuple[int, int]:
         """An IOC limit order; returns (filled lots, Σ price × qty of its fills in tick·lots)."""
@@ -190,6 +193,9 @@ class Liquidator:
         self.venue.cancel_account_orders(out, acct.id, key[1] or None)
         if monitor.verdict(key) is not Verdict.LIQUIDATE:
             return self._settle_state(key, out)
+        # it is liquidated: its conditional orders go too (binance-api.md §3.4 step 2), so that none reopens a
+        # position it no longer has the margin for (they hold no margin: cancelling them could not have saved it)
+        self.venue.cancel_account_stops(out, acct.id, key[1] or None)
         if key[1]:
             pos = acct.positions[(key[1], SIDE_OF_VALUE[key[2]])]
             # 2. auto margin addition, where the position has it on

@@ -31,7 +31,8 @@ import pytest
 
 from adl.ranking import AdlRanking, quantiles, rank, score
 from exchange.accounts import Position, SymbolSettings
-from exchange.commands import PlaceOrder, Withdraw
+from exchange.commands import PlaceOrder, PlaceStopOrder, Withdraw
+from exchange.conditional import StopType, WorkingType
 from exchange.enums import CancelReason, MarginMode, OrderStatus, OrderType, PositionSide, TimeInForce
 from exchange.events import (
     AdlExecuted,
@@ -43,6 +44,8 @@ from exchange.events import (
     OrderCanceled,
     PositionTakenOver,
     PositionUpdated,
+    StopOrderAccepted,
+    StopOrderCanceled,
     Trade,
 )
 from exchange.instrument import btcusdt, ethusdt
@@ -223,6 +226,15 @@ def test_c_isolated_liquidation_leaves_the_cross_wallet_and_other_positions_unto
     s.bid(1, ETH, "2900", "0.1")  # an ETH order of the same account (holds cross margin)
     s.bid(1, BTC, "70000", "0.01")  # a BTC order of the same account
     s.bid(MM_ACCT, BTC, "72100", "0.25")
+    # a stop-loss in each symbol: the BTC one goes with the liquidation (binance-api.md §3.4 step 2; it holds no
+    # margin, but left behind it could reopen a position), the ETH one stays
+    stops = {}
+    for sym, trigger, qty in ((BTC, "60000", "0.002"), (ETH, "2000", "0.1")):
+        ins = s.engine.market(sym).instrument
+        [acc] = of_type(s.apply(PlaceStopOrder(account=1, symbol=sym, side=SELL, stop_type=StopType.STOP_MARKET,
+                                               trigger_price=ins.price_ticks(trigger), qty=ins.qty_lots(qty),
+                                               working_type=WorkingType.MARK_PRICE)), StopOrderAccepted)
+        stops[sym] = acc.stop_id
     eth = s.position(1, ETH)
     wallet = s.wallet(1)
     assert wallet == usdt("5000") - usdt("2000") - usdt("10") - usdt("1.5")  # 2,988.5
@@ -240,6 +252,9 @@ def test_c_isolated_liquidation_leaves_the_cross_wallet_and_other_positions_unto
     assert (cancel.symbol, cancel.account, cancel.reason) == (BTC, 1, CancelReason.LIQUIDATION)
     assert cancel.status is OrderStatus.EXPIRED  # binance-api.md §3.4 step 2: X=EXPIRED, er="5"
     assert s.engine.market(ETH).open_by_account.get(1)
+    [stop_gone] = of_type(events, StopOrderCanceled)
+    assert (stop_gone.stop_id, stop_gone.reason) == (stops[BTC], CancelReason.LIQUIDATION)
+    assert set(s.engine.stop_orders) == {stops[ETH]}
     # The cross wallet and the ETH position are exactly as they were; no event touched them.
     assert s.wallet(1) == wallet
     assert (eth.qty, eth.cost, eth.liq_ticks, eth.bankruptcy_ticks, eth.realized_pnl) == eth_before
