@@ -833,6 +833,8 @@ class Engine:
             return RejectReason.MALFORMED
         if cmd.reduce_only and cmd.position_side is not _BOTH:
             return RejectReason.REDUCE_ONLY_REJECTED  # hedge mode: as for plain orders (Clearing.check_order)
+        if cmd.tif is _GTD:
+            return RejectReason.INVALID_TIME_IN_FORCE  # a stop carries no good-till date to give the order it places
         reason = check_client_order_id(cmd.client_order_id)
         if reason is not None:
             return reason
@@ -871,9 +873,9 @@ class Engine:
                 return RejectReason.WOULD_IMMEDIATELY_TRIGGER
         if not cmd.close_position and not cmd.reduce_only and (
                 cmd.position_side is _BOTH or (cmd.position_side is _LONG) == (cmd.side is Side.BUY)):
-            # MIN_NOTIONAL now, not only when it fires (a stop-loss that can never be placed is worse than a
-            # refusal): valued at its limit price, else its trigger, else (trailing) its activation or the
-            # current price; reduce-only and closing orders are exempt, as plain orders are
+            # MIN_NOTIONAL now, not first when it fires (a stop-loss accepted now and refused when it fires
+            # would leave a bot unprotected without a word): valued at its limit price, else its trigger, else
+            # (trailing) its activation or the current price; reduce-only and closing orders are exempt
             value = cmd.price if not cmd.stop_type.is_market else (
                 cmd.trigger_price if cmd.stop_type is not StopType.TRAILING_STOP_MARKET
                 else cmd.activation_price or current)

@@ -35,7 +35,16 @@ from exchange.commands import (
     UpdateIndex,
 )
 from exchange.conditional import StopType, WorkingType
-from exchange.enums import CancelReason, MarginMode, OrderType, PositionMode, PositionSide, RejectReason, Side
+from exchange.enums import (
+    CancelReason,
+    MarginMode,
+    OrderType,
+    PositionMode,
+    PositionSide,
+    RejectReason,
+    Side,
+    TimeInForce,
+)
 from exchange.events import (
     MarkPriceUpdated,
     OrderAccepted,
@@ -405,6 +414,14 @@ def test_stop_below_min_notional_is_refused_at_placement_not_when_it_fires() -> 
     rej = one(v.stop(side=SELL, stop_type=StopType.TRAILING_STOP_MARKET, working_type=MARK, callback_ppm=10_000,
                      qty=1), OrderRejected)
     assert rej.reason is RejectReason.MIN_NOTIONAL
+
+
+def test_a_stop_cannot_be_gtd() -> None:
+    # PlaceStopOrder has no good-till date to hand the order it places: refused now, not when it fires
+    v = Venue()
+    rej = one(v.stop(side=BUY, stop_type=StopType.STOP, working_type=MARK, trigger_price=810_000, price=810_000,
+                     tif=TimeInForce.GTD), OrderRejected)
+    assert rej.reason is RejectReason.INVALID_TIME_IN_FORCE
 
 
 def test_reduce_only_and_close_position_stops_are_exempt_from_min_notional() -> None:
