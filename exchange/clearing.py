@@ -465,10 +465,13 @@ class Clearing:
 
     def closable(self, order: Order) -> int:
         """How much of a closing order may still fill: the position left to close (for clipping a taker)."""
-        acct = self.accounts[order.account]
-        pos = acct.positions.get((order.symbol, order.position_side))
+        return self.closable_qty(order.account, order.symbol, order.position_side, order.side)
+
+    def closable_qty(self, account: int, symbol: str, position_side: PositionSide, side: Side) -> int:
+        """`closable` of an order not made yet: what a `side` order may close of the account's position."""
+        pos = self.accounts[account].positions.get((symbol, position_side))
         q = pos.qty if pos is not None else 0
-        return max(0, -q) if order.side is _BUY else max(0, q)
+        return max(0, -q) if side is _BUY else max(0, q)
 
     def exposure_add(self, order: Order, qty: int) -> None:
         """A resting order's open quantity grew by `qty` (it rested, or an amend re-rested it)."""

@@ -488,14 +488,10 @@ class Engine:
                         reason = RejectReason.MAX_OPEN_ORDERS
                     elif cmd.tif is not _GTC:
                         reason = self._check_entry(m, cmd)
-                elif mark:  # a MARKET order, with a mark to bound it: it may not need a price past the band
-                    book, side, qty = m.book, cmd.side, cmd.qty
-                    band = market_band_limit(m.instrument, side, mark)
-                    if (book.fillable_qty(side, None, cmd.account, cmd.stp, qty)
-                            > book.fillable_qty(side, band, cmd.account, cmd.stp, qty)):
-                        reason = RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
             if reason is None and clearing is not None:
                 reason = clearing.check_order(m, cmd)
+            if reason is None and mark and cmd.order_type is _MARKET:
+                reason = self._check_market_band(m, cmd, mark)
         except Exception:  # a command with fields of the wrong types: reject, never crash
             reason = RejectReason.MALFORMED
         if reason is not None:
@@ -563,6 +559,20 @@ class Engine:
                     heapq.heappush(self._gtd, (good_till, oid))
             else:
                 self._close_unfilled(out, m, order, _IOC_REMAINDER)
+
+    def _check_market_band(self, m: Market, cmd: PlaceOrder, mark: int) -> RejectReason | None:
+        """A MARKET order may not need a price past the PERCENT_PRICE band around the mark (binance-api.md
+        §4.3.1, -4131): what it could fill with no bound against what it could fill inside the band, self-trade
+        prevention included; a closing order counted only for what it may close (the rest would be clipped)."""
+        side, qty, ps = cmd.side, cmd.qty, cmd.position_side
+        if self.clearing is not None and (cmd.reduce_only or (ps is not _BOTH and (ps is _LONG) != (side is _BUY))):
+            qty = min(qty, self.clearing.closable_qty(cmd.account, m.instrument.symbol, ps, side))
+        book = m.book
+        band = market_band_limit(m.instrument, side, mark)
+        if book.fillable_qty(side, None, cmd.account, cmd.stp, qty) > book.fillable_qty(side, band, cmd.account,
+                                                                                         cmd.stp, qty):
+            return RejectReason.COUNTERPARTY_PRICE_OUTSIDE_BAND
+        return None
 
     def _check_entry(self, m: Market, cmd: PlaceOrder) -> RejectReason | None:
         """The entry rules of the other times in force, which read the book or the clock: GTD needs a good-till

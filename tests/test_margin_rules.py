@@ -511,6 +511,24 @@ def test_hedge_dust_position_can_be_closed_below_min_notional() -> None:
     v.conserved()
 
 
+def test_reduce_only_market_close_is_judged_on_the_band_for_what_it_may_close() -> None:
+    # binance-api.md §4.3.1 -4131: a market order that would sweep past mark x 0.95 is refused. A reduce-only
+    # sell of 1 BTC against a 0.01 long may only close 0.01 (the rest is clipped), which the bid inside the band
+    # covers: it is taken, not refused for the 0.99 it would never trade.
+    v = Venue()
+    v.deposit(1, "2000")
+    v.deposit(2, "100000")
+    v.trade(1, 2, "0.01", "80000")
+    v.ok(v.order(2, BUY, "0.01", "79000"))  # inside the band of an 80,000 mark
+    v.ok(v.order(2, BUY, "1", "70000"))  # far below it
+    v.mark("80000")
+    assert v.reject(v.order(1, SELL, "0.02", None)) is R.COUNTERPARTY_PRICE_OUTSIDE_BAND  # opening: refused
+    out = v.ok(v.order(1, SELL, "1", None, reduce_only=True))
+    assert [(t.price, t.qty) for t in out if isinstance(t, Trade)] == [(px("79000"), lots("0.01"))]
+    assert v.pos(1).qty == 0
+    v.conserved()
+
+
 def test_resting_reduce_only_trimmed_when_position_shrinks() -> None:
     v = Venue()
     v.deposit(1, "2000")

@@ -911,7 +911,7 @@ EDGE_REASONS = {RejectReason.PRICE_OFF_TICK, RejectReason.QTY_OFF_STEP, RejectRe
 #: or a clock step goes through, order validation, and the decimal edge. Reasons named elsewhere only (the
 #: clearing's margin and account checks, conditional orders) belong to those parts and their tests.
 ORDER_PATH_METHODS = ["apply", "_reject", "_find", "_take", "_place", "_check_entry", "_cancel", "_cancel_all",
-                      "_amend", "_set_mark", "_advance_clock"]
+                      "_amend", "_set_mark", "_advance_clock", "_check_market_band"]
 ORDER_PATH_MODULES = ["validation.py", "instrument.py", "units.py"]
 
 
