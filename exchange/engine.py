@@ -81,6 +81,7 @@ from exchange.validation import (
     check_client_order_id,
     check_limit_price,
     check_order,
+    is_closing,
     market_band_limit,
 )
 
@@ -509,7 +510,7 @@ class Engine:
         is_limit = otype is _LIMIT
         tif = cmd.tif if is_limit else _IOC
         good_till = cmd.good_till_date if tif is _GTD else 0
-        reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (side is _BUY))
+        reduce_only = cmd.reduce_only or (pside is not _BOTH and (pside is _LONG) != (side is _BUY))  # is_closing
         oid = self.next_order_id
         self.next_order_id = oid + 1
         ts = self.clock.now
@@ -529,7 +530,8 @@ class Engine:
         if reduce_only and clearing is not None:
             withheld = max(0, qty - clearing.closable(order))
             order.leaves -= withheld
-        if not is_limit:  # a market order (the entry rule keeps it inside the PERCENT_PRICE band, if a mark is set)
+        if not is_limit:  # a market order matches up to the band (`_check_market_band` refused one needing more;
+            # the bound still decides where it stops: at the band, before an own order past it that STP would meet)
             stp_expired = self._take(out, m, order, market_band_limit(m.instrument, side, mark) if mark else None)
         elif m.book.crosses(side, price):
             stp_expired = self._take(out, m, order, price)
@@ -565,7 +567,7 @@ class Engine:
         §4.3.1, -4131): what it could fill with no bound against what it could fill inside the band, self-trade
         prevention included; a closing order counted only for what it may close (the rest would be clipped)."""
         side, qty, ps = cmd.side, cmd.qty, cmd.position_side
-        if self.clearing is not None and (cmd.reduce_only or (ps is not _BOTH and (ps is _LONG) != (side is _BUY))):
+        if self.clearing is not None and is_closing(cmd.reduce_only, ps, side):
             qty = min(qty, self.clearing.closable_qty(cmd.account, m.instrument.symbol, ps, side))
         book = m.book
         band = market_band_limit(m.instrument, side, mark)
@@ -881,8 +883,7 @@ class Engine:
             probe = ConditionalOrder(0, 0, "", cmd.side, cmd.stop_type, cmd.working_type, trig, 0)
             if current and crossed(probe, current):
                 return RejectReason.WOULD_IMMEDIATELY_TRIGGER
-        if not cmd.close_position and not cmd.reduce_only and (
-                cmd.position_side is _BOTH or (cmd.position_side is _LONG) == (cmd.side is Side.BUY)):
+        if not cmd.close_position and not is_closing(cmd.reduce_only, cmd.position_side, cmd.side):
             # MIN_NOTIONAL now, not first when it fires (a stop-loss accepted now and refused when it fires
             # would leave a bot unprotected without a word): valued at its limit price, else its trigger, else
             # (trailing) its activation or the current price; reduce-only and closing orders are exempt

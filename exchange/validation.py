@@ -50,6 +50,12 @@ def check_limit_price(ins: Instrument, side: Side, price: int, mark: int) -> Rej
     return None
 
 
+def is_closing(reduce_only: bool, position_side: PositionSide, side: Side) -> bool:
+    """A closing order: reduce-only by its flag (one-way mode) or by its side (hedge mode: selling the LONG side,
+    buying the SHORT side); it may only reduce a position and is exempt from MIN_NOTIONAL."""
+    return reduce_only or (position_side is not _BOTH and (position_side is _LONG) != (side is _BUY))
+
+
 def market_band_limit(ins: Instrument, side: Side, mark: int) -> int:
     """The furthest price a MARKET order may trade at: the PERCENT_PRICE band around the mark (binance-api.md
     §4.3.1), the same bound a limit price must keep: a buy up to floor(mark × (1 + up)), a sell down to
@@ -129,12 +135,10 @@ def check_order(ins: Instrument, cmd: PlaceOrder, mark: int, reference: int) -> 
         notional_price = reference
     else:
         return RejectReason.INVALID_ORDER_TYPE
-    # MIN_NOTIONAL: price × qty ≥ min notional, unless reduce-only; in hedge mode a closing order (selling the
-    # LONG side, buying the SHORT side) is reduce-only by its side and exempt too, or a dust position could not
-    # be closed at all (the reduce-only flag is refused in hedge mode)
-    if (notional_price and not reduce_only
-            and notional_price * qty * ins.atoms_per_tick_lot < ins.min_notional_atoms
-            and (pside is _BOTH or (pside is _LONG) == (side is _BUY))):
+    # MIN_NOTIONAL: price × qty ≥ min notional, unless a closing order (`is_closing`: in hedge mode by its side,
+    # or a dust position could not be closed at all, the reduce-only flag being refused there)
+    if (notional_price and notional_price * qty * ins.atoms_per_tick_lot < ins.min_notional_atoms
+            and not is_closing(reduce_only, pside, side)):
         return RejectReason.MIN_NOTIONAL
     client_order_id = cmd.client_order_id
     if client_order_id or type(client_order_id) is not str:  # "" (none given) is the one value with nothing to check
