@@ -824,6 +824,9 @@ class Engine:
         if stop.client_order_id:
             self.client_stops[(stop.account, stop.client_order_id)] = stop
         m.stops[stop.working_type].add(stop)
+        # the next print is checked whatever its price: `stop_checked_last` dedupes repeated prints for the stops
+        # already there, and may be stale from commands run while no stop was waiting
+        m.stop_checked_last = 0
         seq, sseq, ts = self._stamp(m)
         out.append(StopOrderAccepted(
             seq, sseq, ts, stop.symbol, stop.stop_id, stop.account, stop.client_order_id, stop.side, stop.stop_type,

@@ -416,6 +416,19 @@ def test_stop_below_min_notional_is_refused_at_placement_not_when_it_fires() -> 
     assert rej.reason is RejectReason.MIN_NOTIONAL
 
 
+def test_a_new_stop_fires_on_a_print_at_the_price_last_seen_while_no_stop_was_waiting() -> None:
+    # found by the property below: a print at 80,000 checked against a waiting stop, which then goes; a print at
+    # 80,050 while no stop waits (the last-price dedupe was left at 80,000); a SELL stop at 80,000 placed then
+    # must fire on the next print at 80,000
+    v = Venue()
+    far = accepted_id(v.stop(side=BUY, stop_type=StopType.STOP_MARKET, working_type=LAST, trigger_price=900_000))
+    none_of(v.trade(800_000), StopTriggered)
+    v.apply(CancelStopOrder(account=TRADER, symbol=SYM, stop_id=far))
+    v.trade(800_500)
+    sid = accepted_id(v.stop(side=SELL, stop_type=StopType.STOP_MARKET, working_type=LAST, trigger_price=800_000))
+    assert [e.stop_id for e in v.trade(800_000) if isinstance(e, StopTriggered)] == [sid]
+
+
 def test_a_stop_cannot_be_gtd() -> None:
     # PlaceStopOrder has no good-till date to hand the order it places: refused now, not when it fires
     v = Venue()
