@@ -244,6 +244,26 @@ class Clearing:
         k = self.markets[symbol].instrument.atoms_per_tick_lot
         return _orders_im(q, side, acct.symbol_settings(symbol).leverage, k, bq, bn, sq, sn)
 
+    def may_owe(self, acct: Account, asset: str) -> bool:
+        """May the account's futures wallet in `asset` stay below zero? While it holds a cross position there.
+
+        A cross account's realised losses, fees and funding come out of its
+        wallet even when they exceed it: its margin balance (wallet + cross
+        UPNL, mechanics.md §3.1) is what must stay above maintenance, and the
+        liquidation monitor acts on that, not on the wallet. So a loss on one
+        symbol is carried by the profit on another, as on Binance, and the
+        insurance fund pays only for an account left owing with nothing to
+        back it ("If an account becomes bankrupt (negative wallet balance),
+        the Insurance Fund will balance the account back to 0", §3.4 step 4):
+        when its last cross position closes. The fund's own account follows
+        the same rule (its equity's floor is the liquidator's guard).
+        """
+        ms = self.markets
+        for p in acct.positions.values():
+            if p.qty and p.settings.margin_mode is not _ISOLATED and ms[p.symbol].instrument.settlement_asset == asset:
+                return True
+        return False
+
     def available(self, acct: Account, asset: str) -> int:
         """Free margin: wallet + cross UPNL − cross position IM − all open-order IM (Binance availableBalance)."""
         return self._available(acct, asset, None, 0)
@@ -524,12 +544,17 @@ class Clearing:
                   ) -> tuple[int, int]:
         """Book `qty` lots bought or sold at `price` into a position; publish it. Returns (realised PnL, fee).
 
-        Opening moves initial margin into an isolated position; closing
-        realises PnL against exactly the cost removed; the fee rounds up and
-        never exceeds what the margin has left. A liquidation (`liquidation`)
-        keeps an isolated position's margin in place (nothing is released while
-        it is being liquidated) and pays its fee, the clearance fee, to the
-        insurance fund. A loss beyond the margin is the fund's: nobody owes money.
+        Opening moves initial margin into an isolated position (at most what
+        the wallet holds); closing realises PnL against exactly the cost
+        removed; the fee rounds up. A cross wallet takes losses and fees below
+        zero while the account may owe (`may_owe`: a cross position is still
+        open to back the debt); otherwise the fee never exceeds what is left,
+        and a loss beyond what backs it (an isolated position's margin, a cross
+        wallet with no cross position left) is the insurance fund's: nobody is
+        left owing. A liquidation (`liquidation`) keeps an isolated position's
+        margin in place (nothing is released while it is being liquidated),
+        pays its fee, the clearance fee, to the insurance fund, and takes that
+        fee only from what is there.
         """
         ins = m.instrument
         k = ins.atoms_per_tick_lot
@@ -572,11 +597,10 @@ class Clearing:
             if pos.isolated_margin < 0:
                 shortfall, pos.isolated_margin = -pos.isolated_margin, 0
         else:
-            cap = wallet if wallet > 0 else 0  # fee = min(fee, max(wallet, 0))
-            if fee > cap:
-                fee = cap
+            if fee > wallet and (liquidation or not self.may_owe(acct, asset)):
+                fee = wallet if wallet > 0 else 0  # fee = min(fee, max(wallet, 0))
             wallet -= fee
-        if wallet < 0:
+        if wallet < 0 and not self.may_owe(acct, asset):
             shortfall, wallet = shortfall - wallet, 0
         acct.wallet[asset] = wallet
         if liquidation:
@@ -612,12 +636,14 @@ class Clearing:
         """Pay funding between every position open in the symbol now, at the mark (mechanics.md §1.3).
 
         Payers' amounts round up and receivers' down (`funding_payments`); the
-        remainder goes to fee income. A payer pays from its futures wallet
-        (cross) or isolated margin (isolated), at most what that balance held
-        before this settlement; what it cannot pay (the shortfall) the
-        insurance fund pays, down to zero ("Nobody owes money"; the fund is
-        never negative). What the fund cannot carry either is `socialized`: cut
-        from the receivers pro rata, each cut rounded up (paid out, rounded
+        remainder goes to fee income. A cross payer pays from its futures
+        wallet in full, below zero if need be (its open position backs the
+        debt: `may_owe`); an isolated payer from its isolated margin, and the
+        fund from its wallet, at most what that balance held before this
+        settlement; what they cannot pay (the shortfall) the insurance fund
+        pays, down to zero ("Nobody owes money"; the fund is never negative).
+        What the fund cannot carry either is `socialized`: cut from the
+        receivers pro rata, each cut rounded up (paid out, rounded
         down), the rounding to fee income. So
         paid = received + remainder + socialized, to the atom.
         Two positions may share one balance (a hedge account's cross LONG and
@@ -640,6 +666,8 @@ class Clearing:
                 received += amount
                 continue
             paid -= amount
+            if pos.settings.margin_mode is not _ISOLATED and pos.account != FUND_ACCOUNT:
+                continue  # a cross payer pays in full
             key = self._funding_balance_key(pos)
             left = room.get(key)
             if left is None:

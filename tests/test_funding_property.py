@@ -20,7 +20,8 @@ per symbol, at a random leverage (1x to 150x). Each funding interval:
 
 Checked after EVERY command: the invariants of tests/test_margin_property.py
 (`check_invariants`: conservation to the atom, Σ long OI = Σ short OI, no
-user wallet or isolated margin negative, flat positions clean, isolated
+isolated margin negative and no user wallet but one backed by a cross position,
+flat positions clean, isolated
 liquidation and bankruptcy prices equal to a from-scratch recomputation). It
 is given no events, so cross LPs are only counted when stale, never asserted:
 an AdvanceClock moves every mark many times after the accounts last changed,
@@ -43,15 +44,18 @@ Checked at every FundingSettled, independently of exchange/funding.py:
   reached T is paid, and only those;
 * each FundingPayment: exact = q × mark × F (in atoms); a payer pays
   ceil(exact), a receiver gets floor(|exact|) (mechanics.md Part 1 "Funding":
-  payers round up, receivers down), a payer pays at most its balance (futures
-  wallet for cross, isolated margin for isolated) and the insurance fund pays
-  the rest (Clearing.settle_funding: `paid` counts what was owed, the payment
-  and `balance` what was applied); its `balance` is the balance after it;
+  payers round up, receivers down); a cross payer pays in full from its
+  futures wallet, below zero if need be (its open position backs the debt;
+  mechanics.md §3.1: the margin balance, wallet + UPNL, is what the
+  liquidation acts on); an isolated payer (and the fund's account) pays at
+  most its balance and the insurance fund pays the rest
+  (Clearing.settle_funding: `paid` counts what was owed, the payment and
+  `balance` what was applied); its `balance` is the balance after it;
 * paid == received + remainder, remainder = paid − received in
   [0, number of positions), shortfall = Σ what payers could not pay, with an
   InsuranceFundUpdated FUNDING_SHORTFALL of −shortfall when > 0; the
   remainder is booked to fee income; every isolated position funded gets a
-  PositionUpdated FUNDING_FEE with its new margin; no balance below 0.
+  PositionUpdated FUNDING_FEE with its new margin; no isolated margin below 0.
 
 A hedge account's cross LONG and SHORT legs in one symbol share one wallet:
 the main test keeps hedge cross accounts to one leg per symbol, and a variant
@@ -77,6 +81,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from exchange.assembly import build_exchange
+from exchange.clearing import FUND_ACCOUNT
 from exchange.commands import (
     AdvanceClock,
     CancelAll,
@@ -430,9 +435,10 @@ class FundingRun:
                 key = ("isolated", account, s, side) if isolated else ("wallet", account)
                 balance = balances[key]
                 exact = owed(qty, mark, rate, s)
-                if exact > 0:  # pays: rounded up, at most what it has; the fund pays the rest
+                if exact > 0:  # pays: rounded up; a cross wallet in full (its position backs a debt: it may go
+                    # below zero), an isolated margin or the fund's wallet at most what it has; the fund pays the rest
                     due = math.ceil(exact)
-                    pays = min(due, max(balance, 0))
+                    pays = due if not isolated and account != FUND_ACCOUNT else min(due, max(balance, 0))
                     paid += due
                     shortfall += due - pays
                     amount = -pays
@@ -444,7 +450,7 @@ class FundingRun:
                 balances[key] = balance + amount
                 p = payments[(account, side)]
                 assert (p.qty, p.amount, p.balance) == (qty, amount, balances[key]), (p, amount, balances[key])
-                assert p.balance >= 0
+                assert p.balance >= 0 or not isolated
                 self.stats["payments"] += 1
                 self.stats["isolated_payments" if isolated else "cross_payments"] += 1
                 if side is not BOTH:

@@ -8,8 +8,9 @@ removed, deposits and withdrawals, deep bids far below the mark. After EVERY com
 
 * conservation to the atom: `clearing.held("USDT") == clearing.treasury.deposits["USDT"]`;
 * open interest: Σ long == Σ short per symbol (the insurance fund's position included);
-* no wallet and no isolated margin below zero; the insurance fund never below zero
-  (mechanics.md Part 1 "Insurance fund … Never negative", "Nobody owes money");
+* no isolated margin below zero, and no wallet below zero but a cross wallet whose account still holds
+  a cross position (its UPNL backs the debt; with none left the fund clears it); the insurance fund
+  never below zero (mechanics.md Part 1 "Insurance fund … Never negative", "Nobody owes money");
 * every unit under maintenance at the current marks has been handled: no non-fund risk unit has
   verdict LIQUIDATE, by a brute-force scan of every account's units (`monitor.units_of`,
   `monitor.verdict`), the oracle for the trigger-price index; a unit at or past the margin-call

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from exchange.assembly import build_exchange
 from exchange.clearing import FUND_ACCOUNT, Clearing
 from exchange.commands import (
     AdjustIsolatedMargin,
@@ -27,6 +28,7 @@ from exchange.commands import (
     SetMarkPrice,
     SetPositionMode,
     Transfer,
+    UpdateIndex,
     Withdraw,
 )
 from exchange.engine import Engine
@@ -43,9 +45,21 @@ from exchange.enums import (
     Side,
     WalletKind,
 )
-from exchange.events import BalanceUpdated, Event, OrderCanceled, OrderRejected, PositionUpdated, Trade
+from exchange.events import (
+    BalanceUpdated,
+    Event,
+    FundingPayment,
+    FundingSettled,
+    InsuranceFundUpdated,
+    LiquidationRecorded,
+    OrderCanceled,
+    OrderRejected,
+    PositionUpdated,
+    Trade,
+)
 from exchange.instrument import btcusdt
 from exchange.margin import isolated_reduce
+from exchange.testkit import EngineClock
 
 SPEC_DIR = Path(__file__).resolve().parent / "data" / "spec"  # the copy of shared/spec (see test_margin_examples)
 BTC, ETH, USDT = "BTCUSDT", "ETHUSDT", "USDT"
@@ -74,9 +88,15 @@ def lots(s: str) -> int:
 
 
 class Venue:
-    def __init__(self, **clearing: Any) -> None:
-        self.clearing = Clearing(**clearing)
-        self.engine = Engine(clearing=self.clearing)
+    def __init__(self, full: bool = False, **clearing: Any) -> None:
+        """The clearing engine alone, or (`full`) the whole exchange: liquidations, insurance fund, ADL."""
+        if full:
+            self.engine = build_exchange(**clearing)
+            assert self.engine.clearing is not None
+            self.clearing = self.engine.clearing
+        else:
+            self.clearing = Clearing(**clearing)
+            self.engine = Engine(clearing=self.clearing)
         self.events: list[Event] = []
 
     def do(self, cmd: Any) -> list[Event]:
@@ -697,6 +717,113 @@ def test_partial_close_cost_basis_rounding() -> None:
     v.ok(v.order(1, SELL, "0.001", "80000", reduce_only=True))
     assert v.pos(1).realized_pnl == usdt("80") - usdt("80.00002857")
     assert v.pos(1).cost == usdt("560.0002") - usdt("80.00002857")
+    v.conserved()
+
+
+# ============================================================================ a cross wallet may owe
+ETH_LOT, ETH_TICK = 1000, 100  # ETHUSDT: lots of 0.001 ETH, ticks of 0.01 USDT
+
+
+def _cross_btc_profit_eth_loss(v: Venue) -> None:
+    """Account 1 (1,000 USDT, cross, 20x): long 0.1 BTC @ 50,000, short 2 ETH @ 3,000, both as taker (0.05 %);
+    then the marks move to BTC 60,000 (UPNL +1,000) and ETH 3,600 (UPNL -1,200).
+
+    Wallet 1,000 - 2.5 (fee on 5,000) - 3 (fee on 6,000) = 994.5. Margin balance at the marks
+    994.5 + 1,000 - 1,200 = 794.5 against a maintenance of 6,000 x 0.4 % + 7,200 x 0.5 % = 60
+    (mechanics.md §3.1 brackets 1): solvent, nothing to liquidate.
+    """
+    v.deposit(1, "1000")
+    v.deposit(2, "100000")
+    for sym in (BTC, ETH):
+        v.ok(SetLeverage(account=1, symbol=sym, leverage=20))
+    v.ok(SetMarkPrice(symbol=BTC, price=px("50000")))
+    v.ok(SetMarkPrice(symbol=ETH, price=3000 * ETH_TICK))
+    v.trade(1, 2, "0.1", "50000")
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=BUY, qty=2 * ETH_LOT, price=3000 * ETH_TICK))
+    v.ok(PlaceOrder(account=1, symbol=ETH, side=SELL, qty=2 * ETH_LOT, price=3000 * ETH_TICK))
+    assert v.wallet(1) == usdt("994.5")
+    v.ok(SetMarkPrice(symbol=BTC, price=px("60000")))
+    v.ok(SetMarkPrice(symbol=ETH, price=3600 * ETH_TICK))
+
+
+def _close_eth_at_3600(v: Venue) -> list[Event]:
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=SELL, qty=2 * ETH_LOT, price=3600 * ETH_TICK))
+    return v.ok(PlaceOrder(account=1, symbol=ETH, side=BUY, qty=2 * ETH_LOT, price=3600 * ETH_TICK,
+                           reduce_only=True))
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["clearing", "full_exchange"])
+def test_cross_loss_beyond_the_wallet_is_carried_by_the_other_symbol(full: bool) -> None:
+    """A solvent cross account's realised loss is its own, not the insurance fund's.
+
+    Closing the ETH short at 3,600 realises -1,200 and a 3.6 fee (7,200 x 0.05 %) on a wallet of 994.5:
+    the wallet goes to 994.5 - 1,200 - 3.6 = -209.1, backed by the BTC long's UPNL of +1,000 (margin
+    balance 790.9, maintenance 24: mechanics.md §3.1, the margin balance is wallet + UPNL). The fund
+    pays nothing and the fee is charged in full. Closing the BTC long at 60,000 then realises +1,000
+    less a 3 fee: 787.9. Before the fix the wallet was floored at 0 on the ETH close, the fund paid
+    the 209.1 and the fee was waived: the account ended at 997 and the fund 209.1 short.
+    """
+    v = Venue(full=full, insurance_fund={USDT: usdt("10000")})
+    _cross_btc_profit_eth_loss(v)
+    fee_before = v.clearing.treasury.fee_income[USDT]
+    out = _close_eth_at_3600(v)
+    (ev,) = [e for e in out if isinstance(e, PositionUpdated) and e.account == 1 and e.symbol == ETH]
+    assert (ev.symbol, ev.qty, ev.realized_pnl_delta, ev.fee, ev.wallet_balance) == (
+        ETH, 0, -usdt("1200"), usdt("3.6"), -usdt("209.1"))
+    assert v.clearing.treasury.fee_income[USDT] - fee_before == usdt("3.6") + usdt("1.44")  # + the maker's 0.02 %
+    assert not [e for e in out if isinstance(e, (InsuranceFundUpdated, LiquidationRecorded))]
+    assert v.clearing.treasury.insurance[USDT] == usdt("10000")
+    v.conserved()
+    # owing, it can withdraw nothing (maxWithdrawAmount = min(available, wallet) <= 0) ...
+    assert v.reject(Withdraw(account=1, asset=USDT, amount=1)) is R.BALANCE_INSUFFICIENT
+    # ... and the BTC close pays the debt back
+    v.ok(v.order(2, BUY, "0.1", "60000"))
+    v.ok(v.order(1, SELL, "0.1", "60000", reduce_only=True))
+    assert v.wallet(1) == -usdt("209.1") + usdt("1000") - usdt("3") == usdt("787.9")
+    assert v.clearing.treasury.insurance[USDT] == usdt("10000")
+    v.conserved()
+
+
+def test_cross_account_owing_pays_funding_in_full() -> None:
+    """Funding comes out of a cross wallet that owes, as any loss does: the fund pays no FUNDING_SHORTFALL for it.
+
+    From the state above (wallet -209.1, long 0.1 BTC), the index at 60,000 and the clock at the first funding
+    time (8 h): no premium (the book is empty), so F = the interest rate 0.01 % (mechanics.md §1.3), and the
+    long pays 60,000 x 0.1 x 0.0001 = 0.6: -209.1 - 0.6 = -209.7.
+    """
+    v = Venue(full=True, insurance_fund={USDT: usdt("10000")})
+    _cross_btc_profit_eth_loss(v)
+    _close_eth_at_3600(v)
+    v.ok(UpdateIndex(symbol=BTC, sources=[("binance", 1, px("60000"))]))
+    events = EngineClock(v.engine).advance_to(8 * 3_600_000)
+    (settled,) = [e for e in events if isinstance(e, FundingSettled)]
+    assert (settled.paid, settled.shortfall) == (usdt("0.6"), 0)
+    (paid,) = [e for e in events if isinstance(e, FundingPayment) and e.account == 1]
+    assert (paid.amount, paid.balance) == (-usdt("0.6"), -usdt("209.7"))
+    assert not [e for e in events if isinstance(e, InsuranceFundUpdated)]
+    v.conserved()
+
+
+def test_cross_account_owing_is_liquidated_on_its_margin_balance() -> None:
+    """An account owing on its wallet is liquidated when its margin balance (wallet + UPNL) falls to maintenance,
+    and is left at exactly 0: the debt never reaches the fund while the position's close covers it.
+
+    From the state above (wallet -209.1, long 0.1 BTC @ 50,000), the BTC mark falls to 52,000: margin balance
+    -209.1 + 200 = -9.1 < maintenance 20.8. The cross bankruptcy price solves -209.1 + 0.1 x (P - 50,000) = 0:
+    P = 52,091 (mechanics.md §3.1, BP = LP with MMR = cum = 0). With no bid in the book the fund takes the long
+    over at 52,091 (§3.4 step 5): account 1 realises +209.1 and ends at 0, with no position; the fund
+    (10,000) holds the long at cost 5,209.1, its wallet untouched by the account's debt.
+    """
+    v = Venue(full=True, insurance_fund={USDT: usdt("10000")})
+    _cross_btc_profit_eth_loss(v)
+    _close_eth_at_3600(v)
+    assert v.wallet(1) == -usdt("209.1")
+    out = v.ok(SetMarkPrice(symbol=BTC, price=px("52000")))
+    assert [e.account for e in out if isinstance(e, LiquidationRecorded)] == [1]
+    assert (v.pos(1).qty, v.wallet(1)) == (0, 0)
+    fund_pos = v.clearing.accounts[FUND_ACCOUNT].positions[(BTC, BOTH)]
+    assert (fund_pos.qty, fund_pos.cost) == (lots("0.1"), usdt("5209.1"))
+    assert v.clearing.treasury.insurance[USDT] == usdt("10000")
     v.conserved()
 
 
