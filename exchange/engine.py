@@ -874,8 +874,17 @@ class Engine:
         if cmd.stop_type is StopType.TRAILING_STOP_MARKET:
             if type(cmd.callback_ppm) is not int or not CALLBACK_MIN_PPM <= cmd.callback_ppm <= CALLBACK_MAX_PPM:
                 return RejectReason.INVALID_CALLBACK_RATE
-            if type(cmd.activation_price) is not int or cmd.activation_price < 0:
+            act = cmd.activation_price
+            if type(act) is not int or act < 0:
                 return RejectReason.MALFORMED
+            if act:
+                reason = check_limit_price(ins, cmd.side, act, 0)  # PRICE_FILTER, as for a trigger
+                if reason is not None:
+                    return reason
+                # Binance: a SELL's activation price must be above the latest price, a BUY's below it; one
+                # already reached would activate at once (-2021, binance-api.md §4.4: "trigger already crossed")
+                if current and (act <= current if cmd.side is Side.SELL else act >= current):
+                    return RejectReason.WOULD_IMMEDIATELY_TRIGGER
         else:
             trig = cmd.trigger_price
             if type(trig) is not int or trig <= 0:

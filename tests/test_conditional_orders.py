@@ -647,6 +647,19 @@ def test_trailing_buy_with_an_activation_price() -> None:
     assert one(v.mark(787_800), StopTriggered).stop_id == sid
 
 
+@pytest.mark.parametrize(("side", "activation"), [(SELL, 800_000), (SELL, 799_999), (BUY, 800_000), (BUY, 800_001)])
+def test_trailing_activation_price_already_reached_is_refused(side: Side, activation: int) -> None:
+    """A SELL's activation price must be above the current price and a BUY's below it: one already reached would
+    activate at once, "Order would immediately trigger" (-2021, binance-api.md §4.4, the conditional whose trigger
+    is already crossed). The mark is 80,000.0 (800,000 ticks); the working price is the mark."""
+    v = Venue(mark=800_000)
+    events = v.stop(side=side, stop_type=TRAIL, working_type=MARK, callback_ppm=10_000, activation_price=activation)
+    assert one(events, OrderRejected).reason is RejectReason.WOULD_IMMEDIATELY_TRIGGER
+    # one tick away on the far side is accepted
+    accepted_id(v.stop(side=side, stop_type=TRAIL, working_type=MARK, callback_ppm=10_000,
+                       activation_price=800_001 if side is SELL else 799_999))
+
+
 @pytest.mark.parametrize(("ppm", "ok"), [(999, False), (1_000, True), (100_000, True), (100_001, False),
                                          (0, False), (-5_000, False)])
 def test_trailing_callback_must_be_between_0_1_and_10_percent(ppm: int, ok: bool) -> None:
@@ -759,7 +772,11 @@ def test_property_stops_fire_only_on_their_source_and_side(ops: list) -> None:
             # STOPPER never holds a position: close-position expires, reduce-only is refused, others are placed
             outcome = ("EXPIRED", None) if close else ("REJECTED", "REDUCE_ONLY_REJECTED") if s["reduce_only"] \
                 else ("PLACED", None)
-            if stop_type is TRAIL:
+            act = s["activation"]
+            if stop_type is TRAIL and act and current and (act <= current if side is SELL else act >= current):
+                # an activation price already reached would activate at once: Binance -2021
+                assert one(events, OrderRejected).reason is RejectReason.WOULD_IMMEDIATELY_TRIGGER
+            elif stop_type is TRAIL:
                 model = _Trailing(side, s["callback_ppm"], s["activation"])
                 if current:
                     model.see(current)
@@ -835,8 +852,12 @@ def test_property_trailing_trigger_only_moves_in_the_positions_favour(stops: lis
     v.trade(800_000)
     ids: dict[int, Side] = {}
     for side, wt, ppm, activation in stops:
-        ids[accepted_id(v.stop(account=STOPPER, side=side, stop_type=TRAIL, working_type=wt, callback_ppm=ppm,
-                                activation_price=activation))] = side
+        events = v.stop(account=STOPPER, side=side, stop_type=TRAIL, working_type=wt, callback_ppm=ppm,
+                        activation_price=activation)
+        if activation and (activation <= 800_000 if side is SELL else activation >= 800_000):  # already reached
+            assert one(events, OrderRejected).reason is RejectReason.WOULD_IMMEDIATELY_TRIGGER
+            continue
+        ids[accepted_id(events)] = side
     last_trigger = {sid: v.engine.stop_orders[sid].trigger_price for sid in ids}
     for kind, price in path:
         v.move(MARK if kind == "mark" else LAST, price)
