@@ -159,7 +159,8 @@ class FundingSettled(Event, tag=True):
 class FundingPayment(Event, tag=True):
     """One position's funding: `amount` < 0 paid, > 0 received.
 
-    `balance` is the futures wallet (cross) or the isolated margin (isolated) after it.
+    `balance` is the futures wallet (cross; below zero if the payment took it there: a cross payer pays in
+    full) or the isolated margin (isolated) after it.
     """
 
     symbol: str
@@ -187,7 +188,9 @@ class PositionUpdated(Event, tag=True):
     """A position's state after a change, complete enough to rebuild the account from events alone.
 
     `cost` is the signed entry notional in atoms (entry price = cost / (qty ×
-    atoms per tick·lot)); `wallet_balance` the futures wallet after the change;
+    atoms per tick·lot)); `wallet_balance` the futures wallet after the change
+    (below zero while a cross account owes a loss its cross positions back:
+    docs/architecture.md "Who pays a loss");
     `fee` and `realized_pnl_delta` what this change booked. Liquidation and
     bankruptcy prices are on the tick grid, rounded toward the mark (0: none).
     """
