@@ -255,9 +255,12 @@ class Clearing:
         insurance fund pays only for an account left owing with nothing to
         back it ("If an account becomes bankrupt (negative wallet balance),
         the Insurance Fund will balance the account back to 0", §3.4 step 4):
-        when its last cross position closes. The fund's own account follows
-        the same rule (its equity's floor is the liquidator's guard).
+        when its last cross position closes. The fund's own account never
+        owes: its wallet is the fund's balance, never negative (mechanics.md
+        Part 1); the liquidator's guard keeps what it can lose above it.
         """
+        if acct.id == FUND_ACCOUNT:
+            return False
         ms = self.markets
         for p in acct.positions.values():
             if p.qty and p.settings.margin_mode is not _ISOLATED and ms[p.symbol].instrument.settlement_asset == asset:

@@ -440,7 +440,7 @@ class Liquidator:
             side, price = _SELL, -((-mark * (BAND_DEN - ins.band_down_num)) // BAND_DEN)
         else:
             side, price = _BUY, mark * (BAND_DEN + ins.band_up_num) // BAND_DEN
-        # never sell below (buy above) the price at which the fund's equity would meet its floor
+        # never sell below (buy above) the price at which the fund's balance could meet its floor
         floor_price = self._fund_floor_price(fund_acct, pos, m)
         price = max(price, floor_price) if pos.qty > 0 else min(price, floor_price)
         asset = ins.settlement_asset
@@ -452,8 +452,10 @@ class Liquidator:
         """The fund is never negative: when a position it holds would take its equity below its floor, that
         position is deleveraged against ranked counterparties at the price where the equity equals the floor.
 
-        Its equity is its wallet plus the unrealised PnL of what it holds, at the marks. The price P solves
-        wallet + UPNL(other symbols) + q·k·P − cost = floor, rounded in the fund's favour.
+        What it may lose on a position is its wallet less its floor less the unrealised losses of its other
+        positions (their profits are not counted: realising this loss first would otherwise take its wallet,
+        the fund's balance, below zero while a profit elsewhere is still unrealised). The price P solves
+        wallet + Σ min(UPNL, 0) of the others + q·k·P − cost = floor, rounded in the fund's favour.
         """
         c = self.clearing
         fund_acct = c.accounts.get(FUND_ACCOUNT)
@@ -484,11 +486,12 @@ class Liquidator:
     def _fund_floor_price(self, fund_acct: Account, pos: Position, m: Market) -> int:
         """The price of `pos` at which the fund's equity equals its floor, on the tick grid in its favour.
 
-        Solves wallet + UPNL(other symbols) + q·k·P − cost = floor; a long rounds up, a short down.
+        Solves wallet + Σ min(UPNL, 0) of its other positions + q·k·P − cost = floor (`_guard_fund`); a long
+        rounds up, a short down.
         """
         c = self.clearing
         asset = m.instrument.settlement_asset
-        upnl_other = sum(c.position_figures(p)[2] for p in fund_acct.positions.values()
+        upnl_other = sum(min(c.position_figures(p)[2], 0) for p in fund_acct.positions.values()
                          if p.qty and p is not pos and c.markets[p.symbol].instrument.settlement_asset == asset)
         num = self.fund.floor.get(asset, 0) - fund_acct.wallet.get(asset, 0) - upnl_other + pos.cost
         den = pos.qty * m.instrument.atoms_per_tick_lot

@@ -46,6 +46,7 @@ from exchange.enums import (
     WalletKind,
 )
 from exchange.events import (
+    AdlExecuted,
     BalanceUpdated,
     Event,
     FundingPayment,
@@ -824,6 +825,49 @@ def test_cross_account_owing_is_liquidated_on_its_margin_balance() -> None:
     fund_pos = v.clearing.accounts[FUND_ACCOUNT].positions[(BTC, BOTH)]
     assert (fund_pos.qty, fund_pos.cost) == (lots("0.1"), usdt("5209.1"))
     assert v.clearing.treasury.insurance[USDT] == usdt("10000")
+    v.conserved()
+
+
+def test_the_fund_never_realises_a_loss_its_unrealised_profit_elsewhere_would_have_to_cover() -> None:
+    """The insurance fund's balance is its wallet and is never negative (mechanics.md Part 1 "Insurance fund"):
+    the price at which it stops holding a taken-over position counts the unrealised losses of its other
+    positions, not their profits (Liquidator._fund_floor_price). Found by an audit: before, a fund holding a
+    profitable ETH long offloaded a BTC long into a bid far below it and its balance fell to -445.825.
+
+    Account 3 (60 USDT, 20x) buys 0.3 ETH at 3,000; account 4 (40 USDT, 50x) 0.033 BTC at 50,000. ETH to
+    2,810 liquidates account 3 and, with no bid, the fund (1,000) takes the long over; ETH then rises to 6,000.
+    BTC to 30,000 liquidates account 4: the fund takes 0.033 BTC over at its bankruptcy price 48,812.9. BTC to
+    5,000: the fund may lose on that long at most its wallet (1,000.0007 after the take-overs), so it is
+    deleveraged against account 2's short at P with 1,000.0007 + 0.033 x (P - 48,812.9) = 0, P = 18,509.85
+    rounded up to the tick (in the fund's favour): 18,509.9. It realises 0.033 x -30,303 = -999.999 and keeps
+    0.0017.
+    """
+    v = Venue(full=True, insurance_fund={USDT: usdt("1000")})
+    v.deposit(2, "100000")
+    v.deposit(3, "60")
+    v.deposit(4, "40")
+    v.ok(SetLeverage(account=3, symbol=ETH, leverage=20))
+    v.ok(SetLeverage(account=4, symbol=BTC, leverage=50))
+    v.ok(SetMarkPrice(symbol=ETH, price=3000 * ETH_TICK))
+    v.ok(SetMarkPrice(symbol=BTC, price=px("50000")))
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=SELL, qty=300, price=3000 * ETH_TICK))
+    v.ok(PlaceOrder(account=3, symbol=ETH, side=BUY, qty=300, price=3000 * ETH_TICK))
+    v.trade(4, 2, "0.033", "50000")
+    fund_acct = v.clearing.fund_account()
+    events: list[Event] = []
+    for symbol, price in ((ETH, 2810 * ETH_TICK), (ETH, 6000 * ETH_TICK), (BTC, px("30000"))):
+        events += v.ok(SetMarkPrice(symbol=symbol, price=price))
+        assert v.clearing.treasury.insurance[USDT] >= 0
+    assert [e.account for e in events if isinstance(e, LiquidationRecorded)] == [3, 4]
+    btc = fund_acct.positions[(BTC, BOTH)]
+    assert (btc.qty, btc.cost) == (lots("0.033"), usdt("1610.8257"))  # 0.033 x 48,812.9
+    assert v.clearing.treasury.insurance[USDT] == usdt("1000.0007")
+    out = v.ok(SetMarkPrice(symbol=BTC, price=px("5000")))
+    assert [(e.account, e.qty, e.price) for e in out if isinstance(e, AdlExecuted)] == [
+        (2, lots("0.033"), px("18509.9"))]
+    assert btc.qty == 0
+    assert v.clearing.treasury.insurance[USDT] == usdt("1000.0007") - usdt("999.999") == usdt("0.0017")
+    assert fund_acct.positions[(ETH, BOTH)].qty == 300  # the profitable long stays
     v.conserved()
 
 
