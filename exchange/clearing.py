@@ -475,7 +475,16 @@ class Clearing:
         needed = (_orders_im(q, ps, lev, k, bq, bn, sq, sn) if bq or sq else 0) - before
         if needed > 0:
             fee = -((-dn * k * acct.taker_fee_ppm) // PPM) if dn > 0 else 0  # ceil_div
-            if needed + fee > self._available(acct, m.instrument.settlement_asset, (symbol, ps), before):
+            asset = m.instrument.settlement_asset
+            free = self._available(acct, asset, (symbol, ps), before)
+            if settings.margin_mode is _ISOLATED:
+                # an isolated position's margin leaves the wallet: min(available, wallet), as for adding margin
+                # by hand; cross UPNL cannot fund it (that would be cross debt the fund pays if the cross
+                # positions close at a loss, for margin the account keeps in the isolated position)
+                wallet = acct.wallet.get(asset, 0)
+                if wallet < free:
+                    free = wallet
+            if needed + fee > free:
                 return RejectReason.MARGIN_INSUFFICIENT
         return None
 
@@ -557,7 +566,8 @@ class Clearing:
         left owing. A liquidation (`liquidation`) keeps an isolated position's
         margin in place (nothing is released while it is being liquidated),
         pays its fee, the clearance fee, to the insurance fund, and takes that
-        fee only from what is there.
+        fee only from what is there (the wallet, or, when the account keeps
+        cross positions, its margin balance above their maintenance).
         """
         ins = m.instrument
         k = ins.atoms_per_tick_lot
@@ -600,8 +610,20 @@ class Clearing:
             if pos.isolated_margin < 0:
                 shortfall, pos.isolated_margin = -pos.isolated_margin, 0
         else:
-            if fee > wallet and (liquidation or not self.may_owe(acct, asset)):
-                fee = wallet if wallet > 0 else 0  # fee = min(fee, max(wallet, 0))
+            if fee > wallet:
+                if not self.may_owe(acct, asset):
+                    cap = wallet  # fee = min(fee, max(wallet, 0))
+                elif liquidation:
+                    # the clearance fee of a cross account that keeps positions ("capped by what margin is
+                    # left", mechanics.md Part 1 liquidation step 4): at most its margin balance above the
+                    # maintenance of what stays, less one atom (wallet + UPNL − MM − 1), so that the fee alone
+                    # does not take a compliant account back to a margin ratio of 100 % and liquidate the rest
+                    mm, upnl, _ = self.cross_totals(acct, asset)
+                    cap = wallet + upnl - mm - 1
+                else:
+                    cap = fee
+                if fee > cap:
+                    fee = cap if cap > 0 else 0
             wallet -= fee
         if wallet < 0 and not self.may_owe(acct, asset):
             shortfall, wallet = shortfall - wallet, 0

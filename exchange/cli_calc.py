@@ -253,7 +253,7 @@ def _inputs(args: argparse.Namespace) -> _Inputs:
     mark = _num(args.mark, "--mark", positive=True)
     add = _num(args.add_margin, "--add-margin", positive=True)
     close = _num(args.close, "--close", positive=True)
-    wallet = _num(args.wallet, "--wallet", nonneg=True)
+    wallet = _num(args.wallet, "--wallet", nonneg=args.margin_mode != "cross")  # a cross wallet may owe
     mmr = _num(args.mmr, "--mmr", nonneg=True)
     cum = _num(args.cum, "--cum", nonneg=True)
     assert entry is not None

@@ -285,3 +285,16 @@ def test_fits_in_100_columns(extra: list[str]) -> None:
         extra = []
     out = human(*args, *extra).stdout
     assert max(len(line) for line in out.splitlines()) <= 100, out
+
+
+def test_cross_wallet_that_owes() -> None:
+    """A cross wallet below zero, as the engine publishes for an account whose loss its cross UPNL backs
+    (docs/architecture.md "Who pays a loss"): long 0.1 BTC @ 50,000, mark 60,000, wallet -209.1. By hand
+    (mechanics.md §3.1, bracket 1: MMR 0.4 %, cum 0): the BP solves -209.1 + 0.1 x (P - 50,000) = 0, P = 52,091;
+    the LP solves -209.1 + 0.1 x (P - 50,000) = 0.1 x P x 0.004, 0.0996 P = 5,209.1, P = 52,300.2008. The engine
+    gives the same BP (tests/test_margin_rules.py test_cross_account_owing_is_liquidated_on_its_margin_balance)."""
+    cols = table(human("--symbol", "BTCUSDT", "--side", "long", "--entry", "50000", "--qty", "0.1", "--mark", "60000",
+                       "--margin-mode", "cross", "--wallet=-209.1").stdout)
+    as_is = cols["as is"]
+    assert (as_is["wallet (cross margin)"], as_is["bankruptcy price"], as_is["liquidation price"]) == (
+        "-209.10", "52091.00", "52300.20")

@@ -828,6 +828,61 @@ def test_cross_account_owing_is_liquidated_on_its_margin_balance() -> None:
     v.conserved()
 
 
+def test_an_owing_account_cannot_open_an_isolated_position_on_its_cross_profit() -> None:
+    """An isolated position's initial margin leaves the futures wallet: it is checked against min(available,
+    wallet), as adding margin by hand is, not against the available balance alone, which counts cross UPNL.
+    Found by an audit: with the wallet at -209.1 and +1,000 BTC UPNL, a 2 ETH isolated buy at 3,600, 100x (IM 72)
+    was accepted, filled with no margin at all, was liquidated at once at its entry, and the fund took the long
+    over above the mark (-200 to it)."""
+    v = Venue(full=True, insurance_fund={USDT: usdt("10000")})
+    _cross_btc_profit_eth_loss(v)
+    _close_eth_at_3600(v)
+    v.ok(SetMarginMode(account=1, symbol=ETH, margin_mode=MarginMode.ISOLATED))
+    v.ok(SetLeverage(account=1, symbol=ETH, leverage=100))
+    assert v.clearing.available(v.clearing.accounts[1], USDT) > usdt("72")  # the cross profit would cover it
+    assert v.reject(PlaceOrder(account=1, symbol=ETH, side=BUY, qty=2 * ETH_LOT,
+                               price=3600 * ETH_TICK)) is R.MARGIN_INSUFFICIENT
+    # a cross order is still backed by the cross UPNL (Binance availableBalance)
+    v.ok(SetMarginMode(account=1, symbol=ETH, margin_mode=MarginMode.CROSS))
+    v.ok(PlaceOrder(account=1, symbol=ETH, side=BUY, qty=2 * ETH_LOT, price=3500 * ETH_TICK))
+    v.conserved()
+
+
+def test_clearance_fee_of_an_owing_cross_account_that_keeps_a_position() -> None:
+    """The clearance fee is "capped by what margin is left" (mechanics.md Part 1, liquidation step 4): for a cross
+    account that keeps positions, its margin balance above their maintenance, less one atom, so that it stays
+    compliant; not its wallet, which owes (found by an audit: the fee was waived, 0).
+
+    Account 1 (1,000 USDT, 50x): long 0.1 BTC @ 50,000 (fee 2.5), short 6 ETH @ 3,000 (fee 9): wallet 988.5.
+    Marks BTC 65,000, ETH 3,300; it closes 4 ETH at 3,300: -1,200 and a 6.6 fee: wallet -218.1. ETH mark 3,620:
+    the ETH short is liquidated into asks at 3,620: -1,240, wallet -1,458.1; BTC UPNL +1,500, so the margin
+    balance left is 41.9 against a BTC maintenance of 6,500 x 0.4 % = 26. The fee (1 % of 7,240 = 72.4) is
+    capped at 41.9 - 26 - 0.00000001 = 15.89999999: wallet -1,473.99999999, and the BTC long stays.
+    """
+    v = Venue(full=True, insurance_fund={USDT: usdt("10000")})
+    v.deposit(1, "1000")
+    v.deposit(2, "100000")
+    for sym in (BTC, ETH):
+        v.ok(SetLeverage(account=1, symbol=sym, leverage=50))
+    v.ok(SetMarkPrice(symbol=BTC, price=px("50000")))
+    v.ok(SetMarkPrice(symbol=ETH, price=3000 * ETH_TICK))
+    v.trade(1, 2, "0.1", "50000")
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=BUY, qty=6 * ETH_LOT, price=3000 * ETH_TICK))
+    v.ok(PlaceOrder(account=1, symbol=ETH, side=SELL, qty=6 * ETH_LOT, price=3000 * ETH_TICK))
+    v.ok(SetMarkPrice(symbol=BTC, price=px("65000")))
+    v.ok(SetMarkPrice(symbol=ETH, price=3300 * ETH_TICK))
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=SELL, qty=4 * ETH_LOT, price=3300 * ETH_TICK))
+    v.ok(PlaceOrder(account=1, symbol=ETH, side=BUY, qty=4 * ETH_LOT, price=3300 * ETH_TICK, reduce_only=True))
+    assert v.wallet(1) == -usdt("218.1")
+    v.ok(PlaceOrder(account=2, symbol=ETH, side=SELL, qty=2 * ETH_LOT, price=3620 * ETH_TICK))
+    out = v.ok(SetMarkPrice(symbol=ETH, price=3620 * ETH_TICK))
+    (liq,) = [e for e in out if isinstance(e, LiquidationRecorded)]
+    assert (liq.account, liq.symbol, liq.fee) == (1, ETH, usdt("15.89999999"))
+    assert v.wallet(1) == -usdt("1473.99999999")
+    assert v.pos(1).qty == lots("0.1")
+    v.conserved()
+
+
 def test_the_fund_never_realises_a_loss_its_unrealised_profit_elsewhere_would_have_to_cover() -> None:
     """The insurance fund's balance is its wallet and is never negative (mechanics.md Part 1 "Insurance fund"):
     the price at which it stops holding a taken-over position counts the unrealised losses of its other
