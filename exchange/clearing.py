@@ -259,13 +259,13 @@ class Clearing:
         owes: its wallet is the fund's balance, never negative (mechanics.md
         Part 1); the liquidator's guard keeps what it can lose above it.
         """
-        if acct.id == FUND_ACCOUNT:
-            return False
+        return acct.id != FUND_ACCOUNT and bool(self.cross_positions(acct, asset))
+
+    def cross_positions(self, acct: Account, asset: str) -> list[Position]:
+        """The account's open cross positions settled in `asset`."""
         ms = self.markets
-        for p in acct.positions.values():
-            if p.qty and p.settings.margin_mode is not _ISOLATED and ms[p.symbol].instrument.settlement_asset == asset:
-                return True
-        return False
+        return [p for p in acct.positions.values() if p.qty and p.settings.margin_mode is not _ISOLATED
+                and ms[p.symbol].instrument.settlement_asset == asset]
 
     def available(self, acct: Account, asset: str) -> int:
         """Free margin: wallet + cross UPNL − cross position IM − all open-order IM (Binance availableBalance)."""
@@ -612,7 +612,7 @@ class Clearing:
         else:
             if fee > wallet:
                 if not self.may_owe(acct, asset):
-                    cap = wallet  # fee = min(fee, max(wallet, 0))
+                    fee = wallet if wallet > 0 else 0  # fee = min(fee, max(wallet, 0))
                 elif liquidation:
                     # the clearance fee of a cross account that keeps positions ("capped by what margin is
                     # left", mechanics.md Part 1 liquidation step 4): at most its margin balance above the
@@ -620,10 +620,8 @@ class Clearing:
                     # does not take a compliant account back to a margin ratio of 100 % and liquidate the rest
                     mm, upnl, _ = self.cross_totals(acct, asset)
                     cap = wallet + upnl - mm - 1
-                else:
-                    cap = fee
-                if fee > cap:
-                    fee = cap if cap > 0 else 0
+                    if fee > cap:
+                        fee = cap if cap > 0 else 0
             wallet -= fee
         if wallet < 0 and not self.may_owe(acct, asset):
             shortfall, wallet = shortfall - wallet, 0

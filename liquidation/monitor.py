@@ -109,11 +109,6 @@ class RiskMonitor:
         keys.extend((acct.id, "", a) for a in sorted(assets))
         return keys
 
-    def cross_positions(self, acct: Account, asset: str) -> list[Position]:
-        ms = self.clearing.markets
-        return [p for p in acct.positions.values() if p.qty and p.settings.margin_mode is not _ISOLATED
-                and ms[p.symbol].instrument.settlement_asset == asset]
-
     def figures(self, key: UnitKey) -> tuple[int, int] | None:
         """(maintenance margin, margin balance) of a unit, exact, at current marks; None if the unit holds no
         open position (its account is unknown, its isolated position closed or no longer isolated, no cross
@@ -132,7 +127,7 @@ class RiskMonitor:
         found = False
         asset = key[2]
         ms = c.markets
-        for pos in acct.positions.values():  # cross_positions, without the list
+        for pos in acct.positions.values():  # Clearing.cross_positions, without the list
             if (pos.qty and pos.settings.margin_mode is not _ISOLATED
                     and ms[pos.symbol].instrument.settlement_asset == asset):
                 _, p_mm, p_upnl = c.position_figures(pos)
@@ -219,7 +214,7 @@ class RiskMonitor:
             pos = acct.positions[(key[1], SIDE_OF_VALUE[key[2]])]
             self._index(key, [pos], pos.isolated_margin)
         else:
-            self._index(key, self.cross_positions(acct, key[2]), acct.wallet.get(key[2], 0))
+            self._index(key, self.clearing.cross_positions(acct, key[2]), acct.wallet.get(key[2], 0))
 
     def _index(self, key: UnitKey, positions: list[Position], wb: int) -> None:
         """`reindex`, given the unit's open positions and its wallet balance (isolated: the position's margin)."""

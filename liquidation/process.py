@@ -209,7 +209,7 @@ class Liquidator:
             for _ in range(64):
                 if monitor.verdict(key) is not Verdict.LIQUIDATE:
                     break
-                positions = monitor.cross_positions(acct, asset)
+                positions = self.clearing.cross_positions(acct, asset)
                 if not positions:
                     break
                 pos = min(positions, key=lambda p: self._priority(p))
@@ -247,7 +247,7 @@ class Liquidator:
     def _net_hedged_legs(self, acct: Account, asset: str, out: list[Event]) -> None:
         """Cross hedge mode: close LONG against SHORT of the same symbol at the mark first (no fee)."""
         c = self.clearing
-        for symbol in sorted({p.symbol for p in self.monitor.cross_positions(acct, asset)}):
+        for symbol in sorted({p.symbol for p in self.clearing.cross_positions(acct, asset)}):
             long = acct.positions.get((symbol, PositionSide.LONG))
             short = acct.positions.get((symbol, PositionSide.SHORT))
             if long is None or short is None or not long.qty or not short.qty:
@@ -323,7 +323,7 @@ class Liquidator:
         asset = self._asset(pos)
         if pos.settings.margin_mode is _ISOLATED:
             left, pos.isolated_margin = pos.isolated_margin, 0
-        elif not self.monitor.cross_positions(acct, asset):
+        elif not self.clearing.cross_positions(acct, asset):
             left, acct.wallet[asset] = acct.wallet.get(asset, 0), 0
         else:
             return
